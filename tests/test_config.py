@@ -1,0 +1,56 @@
+"""SmolLM2Config reads the released config.json and the nanotron pretraining YAML, and refuses bad ones."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smollm2 import SmolLM2Config
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def test_released_and_pretraining_files():
+    released = SmolLM2Config.from_file(DATA / "config.json")
+    pretrain = SmolLM2Config.from_file(DATA / "config_smollm2_135M.yaml")
+    assert released == SmolLM2Config()
+    assert (released.rope_theta, released.max_position_embeddings) == (100000.0, 8192)
+    assert (pretrain.rope_theta, pretrain.max_position_embeddings) == (10000.0, 2048)
+    assert pretrain.initializer_range == pytest.approx(0.041666, abs=1e-6)
+
+
+def test_to_dict_round_trips_and_transformers_reads_it():
+    from transformers import LlamaConfig
+
+    cfg = SmolLM2Config()
+    d = cfg.to_dict()
+    assert SmolLM2Config.from_dict(d) == cfg
+    hf = LlamaConfig(**{k: v for k, v in d.items() if k not in ("architectures", "model_type")})
+    assert (hf.hidden_size, hf.num_key_value_heads, hf.tie_word_embeddings) == (576, 3, True)
+
+
+def test_yaml_missing_keys_and_sections(tmp_path):
+    doc = yaml.safe_load((DATA / "config_smollm2_135M.yaml").read_text())
+    del doc["model"]["model_config"]["num_key_value_heads"]
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ValueError, match="num_key_value_heads"):
+        SmolLM2Config.from_file(p)
+    p.write_text("optimizer: {}\n")
+    with pytest.raises(ValueError, match="model.model_config"):
+        SmolLM2Config.from_file(p)
+
+
+def test_json_problems(tmp_path):
+    d = json.loads((DATA / "config.json").read_text())
+    p = tmp_path / "config.json"
+    for change, match in [({"model_type": "gpt2"}, "model_type"), ({"rope_scaling": {"type": "linear"}}, "rope_scaling"),
+                          ({"attention_bias": True}, "attention_bias"), ({"hidden_size": 100}, "hidden_size")]:
+        p.write_text(json.dumps({**d, **change}))
+        with pytest.raises(ValueError, match=match):
+            SmolLM2Config.from_file(p)
+    p.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        SmolLM2Config.from_file(p)
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        SmolLM2Config.from_file(tmp_path / "nope.json")

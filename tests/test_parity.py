@@ -1,0 +1,76 @@
+"""Exactness: our logits and loss equal transformers' LlamaForCausalLM with the same config and weights."""
+import pytest
+import torch
+
+from smollm2 import SmolLM2Config
+
+from helpers import SMALL, twins
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def full_twins():
+    return twins(SmolLM2Config(), seed=42)            # the real SmolLM2-135M shape, random weights
+
+
+@pytest.mark.parametrize("batch,seq", [(1, 1), (1, 2), (2, 7), (1, 64), (3, 33), (1, 256)])
+def test_full_shape_logits_and_loss(full_twins, batch, seq):
+    ours, theirs = full_twins
+    ids = torch.randint(0, 49152, (batch, seq), generator=torch.Generator().manual_seed(seq))
+    with torch.no_grad():
+        a, b = ours(ids, labels=ids), theirs(ids, labels=ids)
+    assert (a.logits - b.logits).abs().max().item() <= TOL
+    if seq > 1:
+        torch.testing.assert_close(a.loss, b.loss, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("tied", [True, False])
+def test_small_shapes_many_seeds(seed, tied):
+    cfg = SmolLM2Config(**SMALL, tie_word_embeddings=tied)
+    ours, theirs = twins(cfg, seed=seed)
+    g = torch.Generator().manual_seed(100 + seed)
+    for batch, seq in [(1, 1), (2, 5), (4, 31), (2, 128), (1, 256)]:
+        ids = torch.randint(0, cfg.vocab_size, (batch, seq), generator=g)
+        labels = ids.clone()
+        labels[:, : seq // 3] = -100                       # ignored positions, as in transformers
+        with torch.no_grad():
+            a, b = ours(ids, labels=labels), theirs(ids, labels=labels)
+        assert (a.logits - b.logits).abs().max().item() <= TOL, (batch, seq)
+        if seq > 1 and (labels[:, 1:] != -100).any():
+            torch.testing.assert_close(a.loss, b.loss, rtol=1e-6, atol=1e-6)
+
+
+def test_rope_theta_and_eps_follow_the_config():
+    cfg = SmolLM2Config(**{**SMALL, "rope_theta": 10000.0, "rms_norm_eps": 1e-6})
+    ours, theirs = twins(cfg, seed=5)
+    ids = torch.randint(0, cfg.vocab_size, (2, 300), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert (ours(ids).logits - theirs(ids).logits).abs().max().item() <= TOL
+
+
+def test_gradients_match():
+    cfg = SmolLM2Config(**SMALL)
+    ours, theirs = twins(cfg, seed=7)
+    ids = torch.randint(0, cfg.vocab_size, (2, 40), generator=torch.Generator().manual_seed(7))
+    ours(ids, labels=ids).loss.backward()
+    theirs(ids, labels=ids).loss.backward()
+    g_theirs = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, g_theirs[name].grad, rtol=1e-4, atol=1e-6)
+
+
+def test_left_padding_matches_transformers():
+    cfg = SmolLM2Config(**SMALL)
+    ours, theirs = twins(cfg, seed=3)
+    ids = torch.randint(3, cfg.vocab_size, (3, 12), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[1, :5] = 0
+    mask[2, :11] = 0
+    with torch.no_grad():
+        a = ours(ids, attention_mask=mask).logits
+        b = theirs(ids, attention_mask=mask).logits
+    real = mask.bool()
+    assert (a[real] - b[real]).abs().max().item() <= TOL
+    assert torch.isfinite(a).all()

@@ -74,3 +74,22 @@ def test_left_padding_matches_transformers():
     real = mask.bool()
     assert (a[real] - b[real]).abs().max().item() <= TOL
     assert torch.isfinite(a).all()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_fused_training_loss_matches_transformers(tied):
+    """return_logits=False: the chunked fused loss gives transformers' loss and gradients."""
+    cfg = SmolLM2Config(**SMALL, tie_word_embeddings=tied)
+    ours, theirs = twins(cfg, seed=11)
+    ids = torch.randint(0, cfg.vocab_size, (3, 400), generator=torch.Generator().manual_seed(11))  # 1197 rows: 3 chunks
+    labels = ids.clone()
+    labels[0, :50] = -100
+    a = ours(ids, labels=labels, return_logits=False)
+    b = theirs(ids, labels=labels)
+    assert a.logits is None
+    torch.testing.assert_close(a.loss, b.loss, rtol=1e-6, atol=1e-6)
+    a.loss.backward()
+    b.loss.backward()
+    g_theirs = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, g_theirs[name].grad, rtol=1e-4, atol=1e-6)

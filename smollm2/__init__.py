@@ -6,3 +6,5 @@ __version__ = "0.1.0"
 from .layers import *  # noqa: F401,F403
 from .attention import *  # noqa: F401,F403
 from .model import *  # noqa: F401,F403
+from .weights import *  # noqa: F401,F403
+from .tokenizer import *  # noqa: F401,F403

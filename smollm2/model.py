@@ -16,6 +16,9 @@ from smollm2.attention import KVCache, LlamaAttention
 from smollm2.layers import RMSNorm, RotaryEmbedding
 
 
+_HF_LLAMA_DEFAULTS = dict(max_position_embeddings=2048, rms_norm_eps=1e-6, rope_theta=10000.0,
+                          tie_word_embeddings=False, initializer_range=0.02, hidden_act="silu",
+                          bos_token_id=1, eos_token_id=2, pad_token_id=None)
 _ARCH_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
               "num_key_value_heads")
 
@@ -86,8 +89,15 @@ class SmolLM2Config:
                 raise ValueError(f"{source}: {key}={d[key]!r} is not supported (SmolLM2 uses {key}={ok!r})")
         if "head_dim" in d and d["head_dim"] not in (None, d["hidden_size"] // max(d["num_attention_heads"], 1)):
             raise ValueError(f"{source}: head_dim={d['head_dim']} differs from hidden_size / num_attention_heads")
+        rope = d.get("rope_parameters")       # transformers >= 5 writes rope_theta here
+        if rope:
+            if rope.get("rope_type", "default") != "default":
+                raise ValueError(f"{source}: rope_parameters {rope} are not supported (SmolLM2 uses plain RoPE)")
+            d = {**d, "rope_theta": rope.get("rope_theta", d.get("rope_theta"))}
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        # keys a config.json leaves out take transformers' LlamaConfig defaults, as transformers would
+        return cls(**{**_HF_LLAMA_DEFAULTS, **{k: v for k, v in d.items() if k in known and v is not None or
+                                               k in ("pad_token_id", "bos_token_id", "eos_token_id")}})
 
     @classmethod
     def from_file(cls, path) -> "SmolLM2Config":

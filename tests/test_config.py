@@ -54,3 +54,18 @@ def test_json_problems(tmp_path):
         SmolLM2Config.from_file(p)
     with pytest.raises(FileNotFoundError, match="nope.json"):
         SmolLM2Config.from_file(tmp_path / "nope.json")
+
+
+def test_transformers5_config_json_and_hf_defaults(tmp_path):
+    """transformers >= 5 nests rope_theta in rope_parameters; keys left out take LlamaConfig's defaults."""
+    from transformers import LlamaConfig
+
+    LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, rope_theta=5000.0).save_pretrained(tmp_path)
+    cfg = SmolLM2Config.from_file(tmp_path / "config.json")
+    assert cfg.rope_theta == 5000.0
+    minimal = {k: getattr(SmolLM2Config(), k) for k in ("vocab_size", "hidden_size", "intermediate_size",
+                                                          "num_hidden_layers", "num_attention_heads",
+                                                          "num_key_value_heads")}
+    cfg = SmolLM2Config.from_dict(minimal)
+    assert (cfg.rope_theta, cfg.rms_norm_eps, cfg.tie_word_embeddings) == (10000.0, 1e-6, False)

@@ -63,7 +63,7 @@ def test_cache_equals_full_forward_step_by_step():
             pieces.append(m(ids[:, t:t + 1], cache=cache).logits)
         pieces.append(m(ids[:, 20:], cache=cache).logits)       # a chunk after the cache: explicit mask
     assert cache.length == 24
-    torch.testing.assert_close(torch.cat(pieces, 1), full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat(pieces, 1), full, rtol=1e-4, atol=1e-4)
 
 
 def test_logits_to_keep():

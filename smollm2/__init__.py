@@ -8,3 +8,6 @@ from .attention import *  # noqa: F401,F403
 from .model import *  # noqa: F401,F403
 from .weights import *  # noqa: F401,F403
 from .tokenizer import *  # noqa: F401,F403
+from .data import *  # noqa: F401,F403
+from .train import *  # noqa: F401,F403
+from .generation import *  # noqa: F401,F403

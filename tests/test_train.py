@@ -1,0 +1,324 @@
+"""smollm2.train: ModelTrainer's schedule, exact resume, checkpoints and bad input (tiny models, CPU)."""
+import json
+import math
+import os
+import pickle
+import warnings
+
+import pytest
+import torch
+
+import smollm2
+from smollm2 import LlamaForCausalLM, SmolLM2Config
+from smollm2.data import ByteTokenizer, build_shakespeare_text
+from smollm2.train import (ModelTrainer, cli, default_warmup_steps, list_checkpoints, lr_multiplier,
+                           param_groups, save_checkpoint)
+
+TINY = SmolLM2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+
+
+def tiny_model(seed=0, config=TINY):
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "input.txt"
+    path.write_text(build_shakespeare_text()[:20_000], encoding="utf-8")
+    return path
+
+
+def make(text_file, ckpt, model=None, **kw):
+    args = dict(batch_size=2, max_length=32, checkpoint_dir=ckpt, checkpoint_interval=3, target_steps=12,
+                sample_interval=0, eval_interval=4, eval_batches=2, progress=False, device="cpu")
+    args.update(kw)
+    return ModelTrainer(model or tiny_model(), ByteTokenizer(), text_file, **args)
+
+
+def snapshot(d):
+    """{name: bytes} of a folder (to show that nothing on disk changed)."""
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())} if d.exists() else None
+
+
+def same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_importable_from_package():
+    assert smollm2.ModelTrainer is ModelTrainer
+
+
+def test_schedule():
+    assert default_warmup_steps(5000) == 500 and default_warmup_steps(100_000) == 2000
+    S, W = 100, 10
+    lrs = [lr_multiplier(s, S, W) for s in range(S + 5)]
+    assert lrs[:W] == [(s + 1) / W for s in range(W)]
+    assert all(m == 1.0 for m in lrs[W:80])                              # stable until the last 20 %
+    assert all(a > b for a, b in zip(lrs[80:S], lrs[81:S + 1]))           # linear decay ...
+    assert math.isclose(lrs[90], 0.5) and lrs[S] == 0.0 == lrs[S + 4]      # ... to zero
+    cos = [lr_multiplier(s, S, W, "cosine", min_lr_ratio=0.1) for s in range(S + 1)]
+    assert cos[W] == 1.0 and math.isclose(cos[55], 0.55) and math.isclose(cos[S], 0.1)
+    assert lr_multiplier(10_000, S, W, "constant") == 1.0
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        lr_multiplier(50, S, W, "linear")
+
+
+def test_param_groups_decay_matrices_once():
+    model = tiny_model()
+    decay, no_decay = param_groups(model, 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert sum(p is model.lm_head.weight for p in decay["params"]) == 1      # the tied embedding, once
+    assert len(decay["params"]) == 1 + 7 * 2 and len(no_decay["params"]) == 2 * 2 + 1
+    n = sum(p.numel() for g in (decay, no_decay) for p in g["params"])
+    assert n == sum(p.numel() for p in model.parameters())
+
+
+def test_optimizer_settings(text_file, tmp_path):
+    t = make(text_file, tmp_path / "ck")
+    g = t.optimizer.param_groups
+    assert g[0]["betas"] == (0.9, 0.95) and g[0]["eps"] == 1e-8 and g[0]["weight_decay"] == 0.01
+    assert g[1]["weight_decay"] == 0.0 and g[0]["initial_lr"] == 3e-3
+    assert t.device == torch.device("cpu") and t.autocast_dtype is None       # CPU trains in fp32
+    assert t.grad_clip == 1.0 and t.config["warmup_steps"] == default_warmup_steps(12)
+
+
+def test_training_lowers_loss_and_logs(text_file, tmp_path):
+    t = make(text_file, tmp_path / "ck", target_steps=30, checkpoint_interval=10, learning_rate=3e-3)
+    history = t.train()
+    assert [r["step"] for r in history] == list(range(1, 31))
+    assert history[-1]["loss"] < history[0]["loss"] - 1.0                    # ln(256) = 5.5 -> < 4.5
+    assert all(r["tokens_per_s"] > 0 and r["grad_norm"] > 0 for r in history)
+    assert [r["step"] for r in history if "val_loss" in r] == [4, 8, 12, 16, 20, 24, 28, 30]
+    assert [r["lr"] for r in history[:3]] == pytest.approx([1e-3, 2e-3, 3e-3])  # 3 warmup steps
+    logged = [json.loads(line) for line in t.history_file.read_text().splitlines()]
+    assert logged == history
+    assert [s for s, _ in list_checkpoints(tmp_path / "ck")] == [10, 20, 30]
+
+
+def test_resume_is_bit_identical(text_file, tmp_path):
+    """N steps, stop, a new trainer continues to 2N == 2N at once (CPU, fp32), with gradient accumulation."""
+    kw = dict(target_steps=12, grad_accum=2, checkpoint_interval=5, eval_interval=5)
+    once = make(text_file, tmp_path / "once", **kw)
+    once.train()
+    first = make(text_file, tmp_path / "split", **kw)
+    first.train(target_steps=6)                  # saves at 5 and at the end (6)
+    assert first.step == 6 and [s for s, _ in list_checkpoints(tmp_path / "split")] == [5, 6]
+    second = make(text_file, tmp_path / "split", model=tiny_model(seed=123), **kw)   # other init: overwritten
+    assert second.step == 6 and second.checkpoint_path.name == "checkpoint_step_6.pt"
+    second.train()
+    assert second.step == 12 and same_weights(once.model, second.model)
+    a, b = once.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
+    assert all(torch.equal(a[i]["exp_avg_sq"], b[i]["exp_avg_sq"]) for i in a)
+    assert [r["loss"] for r in once.history] == [r["loss"] for r in second.history]
+    assert len(second.history_file.read_text().splitlines()) == 12
+
+
+def test_samples_do_not_change_the_run(text_file, tmp_path):
+    plain = make(text_file, tmp_path / "a", target_steps=4)
+    plain.train()
+    sampled = make(text_file, tmp_path / "b", target_steps=4, sample_interval=2, sample_tokens=5)
+    sampled.train()
+    assert [s for s, _ in sampled.samples] == [2, 4] and sampled.samples[0][1].startswith("First Citizen:")
+    assert same_weights(plain.model, sampled.model)
+
+
+def test_rotation_keeps_max_checkpoints(text_file, tmp_path):
+    t = make(text_file, tmp_path / "ck", checkpoint_interval=1, max_checkpoints=2, target_steps=5)
+    t.train()
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
+        "checkpoint_step_4.pt", "checkpoint_step_5.pt", "loss_history.jsonl"]
+    state = torch.load(tmp_path / "ck" / "checkpoint_step_5.pt", weights_only=True)
+    assert state["step"] == 5 and state["train_config"]["batch_size"] == 2
+    assert state["model_config"]["hidden_size"] == 64 and isinstance(state["rng"]["torch"], torch.Tensor)
+    assert {"model", "optimizer", "scheduler", "data"} <= state.keys()
+
+
+def test_train_beyond_schedule_and_at_target(text_file, tmp_path):
+    t = make(text_file, tmp_path / "ck", target_steps=4)
+    t.train()
+    t.train(4)                                                    # nothing to do, no error
+    assert t.step == 4
+    t2 = make(text_file, tmp_path / "ck", target_steps=4)         # the seed's `train(target_steps=5050)`
+    t2.train(target_steps=6)
+    assert t2.step == 6 and t2.total_steps == 6 and list_checkpoints(tmp_path / "ck")[-1][0] == 6
+
+
+def test_corrupt_newest_checkpoint_falls_back(text_file, tmp_path):
+    ck = tmp_path / "ck"
+    make(text_file, ck, checkpoint_interval=2, target_steps=6).train()
+    newest = ck / "checkpoint_step_6.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])                # truncated
+    with pytest.warns(UserWarning, match="checkpoint_step_6.pt cannot be loaded"):
+        t = make(text_file, ck, checkpoint_interval=2, target_steps=6)
+    assert t.step == 4 and (ck / "checkpoint_step_6.pt.corrupt").exists() and not newest.exists()
+    t.train()
+    reference = make(text_file, tmp_path / "ref", checkpoint_interval=2, target_steps=6)
+    reference.train()
+    assert same_weights(t.model, reference.model)
+
+
+def test_all_checkpoints_corrupt_starts_over(text_file, tmp_path):
+    ck = tmp_path / "ck"
+    make(text_file, ck, checkpoint_interval=2, target_steps=4).train()
+    for _, p in list_checkpoints(ck):
+        p.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="cannot be loaded"):
+        t = make(text_file, ck, checkpoint_interval=1, max_checkpoints=2, target_steps=4)
+    assert t.step == 0 and sorted(p.name for p in ck.glob("*.corrupt")) == [
+        "checkpoint_step_2.pt.corrupt", "checkpoint_step_4.pt.corrupt"]
+    t.train(3)                                   # the corrupt files no longer take part in the rotation
+    assert [s for s, _ in list_checkpoints(ck)] == [2, 3]
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_crafted_pickle_is_not_executed(text_file, tmp_path, monkeypatch):
+    ck = tmp_path / "ck"
+    make(text_file, ck, checkpoint_interval=2, target_steps=2).train()
+    (ck / "checkpoint_step_9.pt").write_bytes(pickle.dumps({"step": 9, "model": _Exploit()}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="checkpoint_step_9.pt cannot be loaded"):
+        t = make(text_file, ck, checkpoint_interval=2, target_steps=2)
+    assert t.step == 2 and not (tmp_path / "pwned").exists()
+
+
+def test_config_mismatch_is_a_clear_error(text_file, tmp_path):
+    ck = tmp_path / "ck"
+    make(text_file, ck, target_steps=3).train()
+    before = snapshot(ck)
+    with pytest.raises(ValueError, match=r"different configuration(.|\n)*batch_size: checkpoint 2, now 4"):
+        make(text_file, ck, batch_size=4)
+    with pytest.raises(ValueError, match=r"learning_rate: checkpoint 0.003, now 0.001"):
+        make(text_file, ck, learning_rate=1e-3)
+    bigger = SmolLM2Config(**{**TINY.__dict__, "hidden_size": 128})
+    with pytest.raises(ValueError, match=r"model hidden_size: checkpoint 64, now 128"):
+        make(text_file, ck, model=tiny_model(config=bigger))
+    assert snapshot(ck) == before
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+    (dict(batch_size=2.5), "batch_size must be an integer >= 1"),
+    (dict(learning_rate=0), "learning_rate must be a positive number, got 0"),
+    (dict(learning_rate=-1e-3), "learning_rate must be a positive number"),
+    (dict(learning_rate=float("nan")), "learning_rate must be a positive number"),
+    (dict(max_length=0), "max_length must be an integer >= 1"),
+    (dict(max_length=4096), "max_length=4096 exceeds the model's max_position_embeddings=128"),
+    (dict(target_steps=0), "target_steps must be an integer >= 1"),
+    (dict(max_checkpoints=0), "max_checkpoints must be an integer >= 1"),
+    (dict(grad_accum=0), "grad_accum must be an integer >= 1"),
+    (dict(schedule="linear"), "schedule must be one of"),
+    (dict(dtype="float16"), "dtype must be 'auto', 'float32' or 'bfloat16'"),
+])
+def test_bad_arguments(text_file, tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        make(text_file, tmp_path / "ck", **kw)
+    assert not (tmp_path / "ck").exists()
+
+
+def test_bad_input_files(tmp_path):
+    ck = tmp_path / "ck"
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "short.txt").write_text("All:\nSpeak, speak.\n")
+    (tmp_path / "latin1.txt").write_bytes(b"Caf\xe9 " * 100)
+    cases = [(tmp_path / "missing.txt", FileNotFoundError, "missing.txt.* does not exist"),
+             (tmp_path / "empty.txt", ValueError, "empty.txt.* is empty"),
+             (tmp_path / "short.txt", ValueError, r"short.txt.* has only 19 tokens; training needs at least "
+                                                  r"max_length \+ 1 = 33"),
+             (tmp_path / "latin1.txt", ValueError, r"latin1.txt.* is not UTF-8 text: byte 0xe9 at offset 3")]
+    before = snapshot(tmp_path)
+    for path, error, match in cases:
+        with pytest.raises(error, match=match):
+            make(path, ck)
+    assert snapshot(tmp_path) == before
+
+
+def test_unwritable_checkpoint_dir(text_file, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(ValueError, match="checkpoint_dir .*a_file/ck.* cannot be created: .*a_file.* is not a "
+                                         "directory"):
+        make(text_file, tmp_path / "a_file" / "ck")
+    with pytest.raises(ValueError, match="cannot be created"):
+        make(text_file, tmp_path / "a_file")
+    if os.geteuid() != 0:                        # root ignores permissions
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ValueError, match="cannot be written"):
+            make(text_file, locked / "ck")
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_target_below_current_step(text_file, tmp_path):
+    ck = tmp_path / "ck"
+    make(text_file, ck, target_steps=6).train()
+    before = snapshot(ck)
+    t = make(text_file, ck, target_steps=6)
+    with pytest.raises(ValueError, match=r"target_steps=3 is below the current step 6"):
+        t.train(target_steps=3)
+    assert snapshot(ck) == before and t.step == 6
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(text_file, tmp_path):
+    ck = tmp_path / "ck"
+    t = make(text_file, ck, checkpoint_interval=2, target_steps=8)
+    t.train(target_steps=4)
+    before = snapshot(ck)
+    with torch.no_grad():
+        t.model.model.layers[0].mlp.up_proj.weight[0, 0] = float("inf")     # the loss becomes NaN
+    with pytest.raises(FloatingPointError, match=r"loss is nan .* at step 5: training stopped before the update"
+                                                 r"(.|\n)*last good checkpoint is .*checkpoint_step_4.pt"):
+        t.train()
+    assert t.step == 4 and snapshot(ck) == before
+
+
+def test_save_checkpoint_is_atomic_and_rotates(tmp_path):
+    for step in range(1, 6):
+        save_checkpoint({"step": step, "model": {}}, tmp_path, step, max_checkpoints=3)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4, 5]
+    assert not list(tmp_path.glob(".*"))                                   # no temporary file left
+    with pytest.raises(Exception):
+        save_checkpoint({"step": 6, "model": lambda: 0}, tmp_path, 6)    # cannot be pickled: nothing changes
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4, 5] and not list(tmp_path.glob(".*"))
+
+
+def test_cli_help_documents_every_setting(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--init", "--weights", "--config", "--device", "--dtype", "--compile", "--grad-accum",
+                 "--schedule", "--batch-size", "--max-length", "--lr", "--checkpoint-dir", "--checkpoint-interval",
+                 "--max-checkpoints", "--steps", "--sample-interval", "--eval-interval", "--warmup-steps"):
+        assert flag in out, flag
+    flat = " ".join(out.split())
+    assert "(default: 5000)" in flat and "(default: 0.003)" in flat and "(default: checkpoints)" in flat
+
+
+def test_cli_trains_and_resumes(text_file, tmp_path, capsys):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY.to_dict()))
+    args = ["--config", str(config), "--tokenizer", "bytes", "--input", str(text_file), "--batch-size", "2",
+            "--max-length", "32", "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-interval", "2",
+            "--sample-interval", "0", "--no-progress", "--device", "cpu"]
+    assert cli(args + ["--steps", "3"]) == 0
+    assert cli(args + ["--steps", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "checkpoint_step_3.pt" in out and "done: step 4" in out
+    assert [s for s, _ in list_checkpoints(tmp_path / "ck")] == [2, 3, 4]
+    assert cli(args + ["--steps", "4", "--batch-size", "0"]) == 1
+    assert "error: batch_size must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_bf16_autocast_when_asked(text_file, tmp_path):
+    t = make(text_file, tmp_path / "ck", dtype="bfloat16", target_steps=2)
+    assert t.autocast_dtype == torch.bfloat16
+    history = t.train()
+    assert all(math.isfinite(r["loss"]) for r in history)
+    assert all(p.dtype == torch.float32 for p in t.model.parameters())      # master weights stay fp32

@@ -9,6 +9,7 @@ Never use `nbdev-clean`: it nulls execution counts and nbval then fails every ce
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -26,7 +27,14 @@ def _notebooks(args):
 
 def clean_nb(nb: dict) -> dict:
     nb["metadata"] = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
+    seen = set()
     for cell in nb["cells"]:
+        # stable cell ids (a hash of the source) so that re-generating a notebook does not churn its diff
+        cid = hashlib.sha1("".join(cell["source"]).encode()).hexdigest()[:8]
+        while cid in seen:
+            cid = hashlib.sha1(cid.encode()).hexdigest()[:8]
+        seen.add(cid)
+        cell["id"] = cid
         tags = cell.get("metadata", {}).get("tags")
         cell["metadata"] = {"tags": tags} if tags else {}
         if cell["cell_type"] != "code":

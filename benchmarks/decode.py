@@ -10,6 +10,8 @@ forward over the prompt); decode tokens/s = 128 / (generate time - prefill time)
 same GGUF when `llama-cpp-python` is installed (`pip install 'smollm2[llamacpp]'`, compiles ~20 min).
 """
 import importlib.util
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +27,30 @@ from smollm2.weights import resolve_source  # noqa: E402
 PROMPT = "The history of the Roman Empire is long and complicated. In the beginning,"
 
 
+def llamacpp_times(path: str, n: int, repeats: int, warmup: int, threads: int) -> list[float]:
+    """Seconds to generate n greedy tokens (prefill included) with llama.cpp on the same GGUF."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=path, n_ctx=512, n_threads=threads, verbose=False)
+    toks = llm.tokenize(PROMPT.encode())
+    times = []
+    for _ in range(warmup + repeats):
+        llm.reset()
+        t0 = time.perf_counter()
+        for i, _tok in enumerate(llm.generate(toks, temp=0.0)):
+            if i + 1 == n:
+                break
+        times.append(time.perf_counter() - t0)
+    return times[warmup:]
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--llamacpp-only":      # child process, see below
+        ap = base_parser("llama.cpp child")
+        ap.add_argument("--new-tokens", type=int, default=128)
+        args = ap.parse_args(sys.argv[3:])
+        print(json.dumps(llamacpp_times(sys.argv[2], args.new_tokens, args.repeats, args.warmup, args.threads or 2)))
+        return
     ap = base_parser(__doc__.split("\n")[0])
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--int8", action="store_true", help="also time smollm2.quantize_int8(model) (CPU only)")
@@ -75,19 +100,15 @@ def main():
     print("decode tokens/s (generate time minus median prefill time)")
     dec = {k: summary(k, [t - med_pre[k] for t in v], n, "tok/s") for k, v in t_gen.items()}
     if importlib.util.find_spec("llama_cpp") is not None and args.device == "cpu":
-        from llama_cpp import Llama
-
-        llm = Llama(model_path=str(gguf), n_ctx=512, n_threads=torch.get_num_threads(), verbose=False)
-        toks = llm.tokenize(PROMPT.encode())
-        times = []
-        for _ in range(args.warmup + args.repeats):
-            llm.reset()
-            t0 = time.perf_counter()
-            for i, _t in enumerate(llm.generate(toks, temp=0.0)):
-                if i + 1 == n:
-                    break
-            times.append(time.perf_counter() - t0)
-        dec["llama.cpp"] = summary("llama.cpp", times[args.warmup:], n, "tok/s (incl. prefill)")
+        # in a child process: a crash inside llama.cpp must not take the other figures with it
+        cmd = [sys.executable, __file__, "--llamacpp-only", str(gguf), "--new-tokens", str(n),
+               "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(torch.get_num_threads())]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode == 0:
+            times = json.loads(r.stdout.strip().splitlines()[-1])
+            dec["llama.cpp"] = summary("llama.cpp", times, n, "tok/s (incl. its prefill)")
+        else:
+            print(f"  llama.cpp      failed (exit status {r.returncode}): {(r.stderr.strip().splitlines() or ['?'])[-1]}")
     else:
         print("  llama.cpp      not installed (pip install 'smollm2[llamacpp]'), skipped")
     line = f"RATIO decode ours/transformers: {dec['ours'] / dec['transformers']:.3f}x"

@@ -157,10 +157,19 @@ def resolve_device(device="auto") -> torch.device:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
 
 
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX tiles (bf16 matrix units); elsewhere bf16 matmul is emulated and slow."""
+    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(is_amx and is_amx())
+
+
 def resolve_autocast_dtype(dtype, device: torch.device):
-    """The autocast dtype: 'auto' -> bf16 on a CUDA GPU that supports it, else None (fp32)."""
+    """The autocast dtype: 'auto' -> bf16 on a CUDA GPU that supports it or on a CPU with AMX bf16 units,
+    else None (fp32: on a CPU without them bf16 matmul is ~100x slower than fp32)."""
     if dtype in (None, "auto"):
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
     if dtype in ("float32", "fp32", torch.float32):
         return None
     if dtype in ("bfloat16", "bf16", torch.bfloat16):

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64)
 SETTINGS = dict(batch_size=2, max_length=32, checkpoint_interval=2, target_steps=3, sample_interval=0,
-                eval_interval=0, eval_batches=1, progress=False, device="cpu", grad_accum=2)
+                eval_interval=0, eval_batches=1, progress=False, device="cpu", dtype="float32", grad_accum=2)
 
 WORKER = textwrap.dedent(f"""
     import json, os, sys, torch

@@ -32,7 +32,7 @@ def text_file(tmp_path_factory):
 
 def make(text_file, ckpt, model=None, **kw):
     args = dict(batch_size=2, max_length=32, checkpoint_dir=ckpt, checkpoint_interval=3, target_steps=12,
-                sample_interval=0, eval_interval=4, eval_batches=2, progress=False, device="cpu")
+                sample_interval=0, eval_interval=4, eval_batches=2, progress=False, device="cpu", dtype="float32")
     args.update(kw)
     return ModelTrainer(model or tiny_model(), ByteTokenizer(), text_file, **args)
 
@@ -82,8 +82,16 @@ def test_optimizer_settings(text_file, tmp_path):
     g = t.optimizer.param_groups
     assert g[0]["betas"] == (0.9, 0.95) and g[0]["eps"] == 1e-8 and g[0]["weight_decay"] == 0.01
     assert g[1]["weight_decay"] == 0.0 and g[0]["initial_lr"] == 3e-3
-    assert t.device == torch.device("cpu") and t.autocast_dtype is None       # CPU trains in fp32
+    assert t.device == torch.device("cpu") and t.autocast_dtype is None       # dtype="float32" in make()
     assert t.grad_clip == 1.0 and t.config["warmup_steps"] == default_warmup_steps(12)
+
+
+def test_auto_dtype_on_cpu_follows_the_hardware():
+    from smollm2.train import cpu_has_fast_bf16, resolve_autocast_dtype
+
+    expected = torch.bfloat16 if cpu_has_fast_bf16() else None     # bf16 only where AMX makes it fast
+    assert resolve_autocast_dtype("auto", torch.device("cpu")) == expected
+    assert resolve_autocast_dtype("float32", torch.device("cpu")) is None
 
 
 def test_training_lowers_loss_and_logs(text_file, tmp_path):

@@ -28,7 +28,8 @@ CHILD = textwrap.dedent("""
                                            max_position_embeddings=64))
     trainer = ModelTrainer(model, ByteTokenizer(), text, batch_size=2, max_length=32, checkpoint_dir=ckpt,
                            checkpoint_interval=1, max_checkpoints=max_ckpt, target_steps=steps,
-                           sample_interval=0, eval_interval=10, eval_batches=1, progress=False, device="cpu")
+                           sample_interval=0, eval_interval=10, eval_batches=1, progress=False, device="cpu",
+                           dtype="float32")
     print("ready", trainer.step, flush=True)
     trainer.train()
     print("done", trainer.step, flush=True)

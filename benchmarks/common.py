@@ -27,7 +27,10 @@ def setup(args) -> torch.dtype:
         raise SystemExit("--device cuda: no CUDA device is available")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     if dtype == torch.bfloat16 and args.device == "cpu":
-        print("warning: bf16 on this CPU may be ~100x slower than fp32 (no bf16 matmul kernels)")
+        from smollm2.train import cpu_has_fast_bf16
+
+        if not cpu_has_fast_bf16():
+            print("warning: this CPU has no AMX bf16 units: bf16 matmul may be ~100x slower than fp32")
     import transformers
 
     print(f"# machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "

@@ -66,8 +66,11 @@ def main():
     ours = smollm2.from_pretrained(gguf, dtype=dtype, device=args.device).eval()
     theirs = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype).to(args.device).eval()
     impls = {"ours": ours}
-    if args.int8:
-        impls["ours-int8"] = smollm2.quantize_int8(smollm2.from_pretrained(gguf).eval())
+    if args.int8:   # SmoothQuant-calibrated on 512 tokens of Shakespeare, every linear int8 (notebook 05)
+        from smollm2.data import ensure_shakespeare
+
+        calibration = tok.encode(ensure_shakespeare().read_text()[:6000])[:512]
+        impls["ours-int8"] = smollm2.quantize_int8(smollm2.from_pretrained(gguf).eval(), calibration_ids=calibration)
 
     def ours_gen(model):
         return lambda: model.generate(ids, max_new_tokens=n, temperature=0, eos_token_id=[])

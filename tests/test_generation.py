@@ -450,6 +450,28 @@ def test_quantize_int8_follows_fp32_and_leaves_the_original(real):
     assert "Tokyo" in tok.decode(out.tolist())
 
 
+def test_smoothquant_int8(real):
+    from smollm2.data import ensure_shakespeare
+    from smollm2.generation import quantize_int8, smooth_down_proj
+
+    _, ours, tok = real
+    calibration = tok.encode(ensure_shakespeare().read_text()[:6000])[:512]
+    ids = torch.tensor([tok.encode("The Amazon rainforest covers much of the Amazon basin of South America.")])
+    import copy
+
+    smoothed = smooth_down_proj(copy.deepcopy(ours), torch.tensor([calibration]))
+    with torch.inference_mode():
+        ref = ours(ids).logits[0]
+        assert (smoothed(ids).logits[0] - ref).abs().max().item() < 1e-3          # the same function in fp32
+    assert not torch.equal(smoothed.model.layers[0].mlp.down_proj.weight, ours.model.layers[0].mlp.down_proj.weight)
+    q = quantize_int8(ours, calibration_ids=calibration)
+    assert not any(isinstance(m, torch.nn.Linear) for m in q.modules())            # every linear is int8
+    with torch.inference_mode():
+        cache = q.new_cache(1, ids.shape[1])
+        got = torch.cat([q(ids[:, t:t + 1], cache=cache).logits[0] for t in range(ids.shape[1])])
+    assert (got.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.75
+
+
 def test_quantize_int8_bad_input(tiny):
     from smollm2.generation import quantize_int8
 
@@ -457,3 +479,5 @@ def test_quantize_int8_bad_input(tiny):
         quantize_int8("model")
     with pytest.raises(ValueError, match="float32"):
         quantize_int8(tiny_model().to(torch.bfloat16))
+    with pytest.raises(ValueError, match="alpha"):
+        quantize_int8(tiny, calibration_ids=[1, 2, 3], alpha=1.5)

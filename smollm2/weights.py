@@ -235,22 +235,7 @@ def read_hf_dir(directory):
     config_path = d / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{d}: no config.json (expected a Hugging Face checkpoint directory)")
-    try:
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise ValueError(f"{config_path}: not valid JSON ({e})") from None
-    if raw.get("model_type", "llama") != "llama":
-        raise ValueError(f"{config_path}: unsupported architecture model_type={raw['model_type']!r}; "
-                         "only 'llama' checkpoints can be loaded")
-    rope = raw.get("rope_parameters")  # transformers >= 5 writes rope_theta here instead of at the top level
-    if isinstance(rope, dict):
-        if rope.get("rope_type", "default") != "default":
-            raise ValueError(f"{config_path}: unsupported rope_parameters {rope} (SmolLM2 uses plain RoPE)")
-        raw = {**raw, "rope_theta": rope.get("rope_theta", raw.get("rope_theta", 10000.0))}
-    try:
-        cfg = SmolLM2Config.from_dict(raw, source=str(config_path))
-    except (TypeError, ValueError, KeyError) as e:
-        raise ValueError(f"{config_path}: cannot build a SmolLM2Config from it ({e})") from None
+    cfg = SmolLM2Config.from_file(config_path)   # names the file; checks model_type, rope_parameters, sizes
     index = d / "model.safetensors.index.json"
     if index.is_file():
         files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))

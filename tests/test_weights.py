@@ -323,7 +323,7 @@ def test_hf_dir_bad_files(tmp_path):
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["model_type"] = "gpt2"
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="unsupported architecture model_type='gpt2'"):
+    with pytest.raises(ValueError, match=r"config\.json: model_type must be 'llama', got 'gpt2'"):
         from_pretrained(tmp_path)
 
 

@@ -421,24 +421,25 @@ def quantize_int8(model, calibration_ids=None, alpha: float = 0.5, skip=None):
 def load_training_checkpoint(path, map_location="cpu"):
     """A model from a training checkpoint written by smollm2.train: a checkpoint_step_N.pt file, or a folder of
     them (the newest is used). The file holds the "model" state dict and the architecture ("model_config")."""
-    import re
     from pathlib import Path
 
     from smollm2.model import LlamaForCausalLM, SmolLM2Config
+    from smollm2.train import load_latest_checkpoint
 
     path = Path(path)
-    if path.is_dir():
-        found = sorted((int(m.group(1)), p) for p in path.glob("checkpoint_step_*.pt")
-                       if (m := re.fullmatch(r"checkpoint_step_(\d+)\.pt", p.name)))
-        if not found:
-            raise FileNotFoundError(f"checkpoint: no checkpoint_step_N.pt file in the folder {path}")
-        path = found[-1][1]
-    if not path.is_file():
+    if path.is_dir():                # the trainer's own reader: newest loadable one, warns about broken ones
+        state, newest, _ = load_latest_checkpoint(path, map_location)
+        if state is None:
+            raise FileNotFoundError(f"checkpoint: no loadable checkpoint_step_N.pt file in the folder {path}")
+        path = newest
+    elif not path.is_file():
         raise FileNotFoundError(f"checkpoint: no such file or folder: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"checkpoint: {path} could not be read as a torch checkpoint ({type(e).__name__}: {e})") from None
+    else:
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:
+            raise ValueError(f"checkpoint: {path} could not be read as a torch checkpoint "
+                             f"({type(e).__name__}: {e})") from None
     config = state.get("model_config", state.get("config")) if isinstance(state, dict) else None
     if not isinstance(config, dict) or "model" not in state:
         raise ValueError(f"checkpoint: {path} is not a smollm2 training checkpoint (expected a dict with 'model' "

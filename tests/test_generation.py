@@ -408,7 +408,7 @@ def test_cli_chat_loop(tmp_path, capsys, monkeypatch):
     import smollm2.generation as gen
 
     model = tiny_model(seed=6, vocab_size=49152, context=512)
-    torch.save({"model": model.state_dict(), "model_config": model.config.to_dict()}, tmp_path / "checkpoint_step_1.pt")
+    torch.save({"step": 1, "model": model.state_dict(), "model_config": model.config.to_dict()}, tmp_path / "checkpoint_step_1.pt")
     seen, real_chat_stream = [], gen.chat_stream
 
     def recording_chat_stream(model, tokenizer, messages, **options):
@@ -481,3 +481,15 @@ def test_quantize_int8_bad_input(tiny):
         quantize_int8(tiny_model().to(torch.bfloat16))
     with pytest.raises(ValueError, match="alpha"):
         quantize_int8(tiny, calibration_ids=[1, 2, 3], alpha=1.5)
+
+
+def test_load_training_checkpoint_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"no loadable checkpoint_step_N.pt file in the folder {tmp_path}"):
+        load_training_checkpoint(tmp_path)
+    model = tiny_model(seed=5)
+    torch.save({"step": 4, "model": model.state_dict(), "model_config": model.config.to_dict()},
+               tmp_path / "checkpoint_step_4.pt")
+    (tmp_path / "checkpoint_step_9.pt").write_bytes(b"truncated")               # newest is broken
+    with pytest.warns(UserWarning, match="checkpoint_step_9.pt cannot be loaded"):
+        loaded = load_training_checkpoint(tmp_path)                          # falls back to step 4
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)

@@ -1,6 +1,8 @@
 # smollm2: set-up, main job, tests. Every target installs what it needs on a fresh machine.
 #   make demo    the main job (set-up included): parameter analysis, parity, real weights, short training
 #   make test    unit tests + pytest --nbval on every notebook + the export drift gate (set-up included)
+#   make test-kernels  the notebooks again under other CPU kernels and threads (tools/kernel_env.py); CI runs it
+#   make test-fast     the quick loop while editing: everything not marked slow (the notebooks included)
 #   make lab     JupyterLab on the notebooks
 #   make export  re-export smollm2/ from the notebooks;  make notebooks  re-run them and store outputs
 #   make bench   benchmarks against transformers (see benchmarks/README.md)
@@ -10,7 +12,7 @@ PY     := $(VENV)/bin/python
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: venv demo test export check-export notebooks lab bench clean
+.PHONY: venv demo test test-kernels test-fast export check-export notebooks lab bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +33,13 @@ test: $(STAMP)
 	$(PY) tools/export.py --check
 	$(PY) tools/nbtool.py check
 	$(PY) -m pytest
+
+# Stored outputs must not depend on the CPU: compare them again with torch on other kernels and one thread.
+test-kernels: $(STAMP)
+	env $$($(PY) tools/kernel_env.py) $(PY) -m pytest notebooks
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 export: $(STAMP)
 	$(PY) tools/export.py

@@ -44,6 +44,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_gradients_equal_single_process_on_combined_batch(tmp_path):
     text = tmp_path / "input.txt"
     text.write_text(build_shakespeare_text()[:20_000], encoding="utf-8")

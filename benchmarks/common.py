@@ -1,12 +1,21 @@
-"""Shared benchmark harness: side-by-side timing (warm-up, alternating repeats, median, min-max, ratio)."""
+"""Shared benchmark harness: side-by-side timing (warm-up, alternating repeats, median, min-max, ratio),
+the CPU a result was measured on, and result rows that `run_all.py` gathers into one table."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import statistics
+import subprocess
 import time
+from pathlib import Path
 
 import torch
+
+# the CPU features that decide which kernels torch can use: AVX2 / AVX-512 fp32 GEMM, bf16 and int8 dot
+# products (AVX512_BF16, AVX512_VNNI) and the AMX tile units (bf16 / int8 matrix multiply)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -17,25 +26,114 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats per implementation (default 5)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per implementation (default 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--json", metavar="PATH", default=None,
+                    help="also write the result rows and the machine to this JSON file (run_all.py uses it)")
     return ap
 
 
 def setup(args) -> torch.dtype:
+    """Apply --threads, check --device, print the machine line; the dtype for --dtype."""
+    if args.repeats < 1 or args.warmup < 0:
+        raise SystemExit(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     if dtype == torch.bfloat16 and args.device == "cpu":
-        from smollm2.train import cpu_has_fast_bf16
-
-        if not cpu_has_fast_bf16():
-            print("warning: this CPU has no AMX bf16 units: bf16 matmul may be ~100x slower than fp32")
+        info = cpu_info()
+        if not info["amx"] and "avx512_bf16" not in info["flags"]:
+            print("warning: this CPU has neither AMX nor AVX512_BF16: bf16 matmul may be ~100x slower than fp32")
+        elif not info["amx"]:
+            print("note: no AMX on this CPU; bf16 matmul runs on AVX512_BF16 dot products (see the matmul ceiling)")
     import transformers
 
-    print(f"# machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, transformers {transformers.__version__}, device {args.device}, {args.dtype}")
+    print(f"# machine: {machine(args.device)['label']}; torch {torch.__version__}, "
+          f"transformers {transformers.__version__}, device {args.device}, {args.dtype}")
     return dtype
+
+
+def _cpu_fields() -> tuple[str, set[str]]:
+    """(model name, flag set) from `lscpu`, else /proc/cpuinfo, else platform."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"},
+                             timeout=10).stdout
+        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        if "Model name" in fields:
+            return fields["Model name"], set(fields.get("Flags", "").split())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = dict(l.split(":", 1) for l in f.read().split("\n\n")[0].splitlines() if ":" in l)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        return info.get("model name", platform.processor()), set(info.get("flags", "").split())
+    except (OSError, ValueError):
+        return platform.processor() or platform.machine(), set()
+
+
+def cpu_info() -> dict:
+    """The CPU a figure was measured on: model name, the flags that matter, torch's kernel level, threads."""
+    name, flags = _cpu_fields()
+    have = [f for f in CPU_FLAGS if f in flags]
+    amx = "amx_tile" in flags
+    capability = torch.backends.cpu.get_cpu_capability()
+    threads = torch.get_num_threads()
+    label = (f"{name} ({' '.join(have) or 'no AVX2'}{'' if amx else ', no AMX'}; torch {capability}; "
+             f"{threads} thread{'s' if threads != 1 else ''})")
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    isa += "".join(f"+{n}" for f, n in (("avx512_bf16", "BF16"), ("avx512_vnni", "VNNI")) if f in flags)
+    isa += ", AMX" + ("-bf16" if "amx_bf16" in flags else "") if amx else ", no AMX"
+    return {"model_name": name, "flags": have, "missing_flags": [f for f in CPU_FLAGS if f not in flags],
+            "amx": amx, "torch_capability": capability, "threads": threads, "logical_cpus": os.cpu_count(),
+            "label": label, "short": f"{name}, {isa}, {threads} thr"}
+
+
+def machine(device: str = "cpu") -> dict:
+    """cpu_info(), plus the GPU's name as the label when the benchmark runs on CUDA."""
+    info = cpu_info()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info["label"] = f"{info['gpu']} (host: {info['label']})"
+        info["short"] = info["gpu"]
+    return info
+
+
+def cpu_slug(info: dict) -> str:
+    """A short file-name-safe tag for a CPU, e.g. 'amd-epyc_avx512-bf16' or 'intel-xeon_avx512-amx'."""
+    name = "".join(c if c.isalnum() else "-" for c in info["model_name"].lower())
+    name = "-".join(w for w in name.split("-") if w and w not in ("r", "tm", "cpu", "processor"))[:32]
+    level = ("avx512" if "avx512f" in info["flags"] else "avx2" if "avx2" in info["flags"] else "noavx2")
+    level += "-amx" if info["amx"] else "-bf16" if "avx512_bf16" in info["flags"] else ""
+    return f"{name or 'cpu'}_{level}"
+
+
+class Results:
+    """Result rows of one benchmark script: printed as RATIO lines and, with --json, written to a file."""
+
+    def __init__(self, script: str, args):
+        self.script, self.args, self.rows = script, args, []
+
+    def add(self, benchmark: str, ours: float, reference: float, unit: str, ours_name: str = "ours",
+            reference_name: str = "transformers", lower_is_better: bool = False, note: str = ""):
+        self.rows.append({"benchmark": benchmark, "ours_name": ours_name, "ours": ours,
+                          "reference_name": reference_name, "reference": reference, "unit": unit,
+                          "ratio": ours / reference if reference else float("nan"),
+                          "lower_is_better": lower_is_better, "note": note})
+
+    def finish(self):
+        """Print every row as `RATIO ...` and write the JSON file if --json was given."""
+        for r in self.rows:
+            better = "lower is better" if r["lower_is_better"] else "higher is better"
+            print(f"RATIO {r['benchmark']}: {r['ours_name']} / {r['reference_name']} = {r['ratio']:.3f}x "
+                  f"({r['ours']:,.1f} vs {r['reference']:,.1f} {r['unit']}; {better})")
+        if self.args.json:
+            import transformers
+
+            doc = {"script": self.script, "argv": vars(self.args), "machine": machine(self.args.device),
+                   "torch": torch.__version__, "transformers": transformers.__version__, "rows": self.rows}
+            Path(self.args.json).write_text(json.dumps(doc, indent=1))
 
 
 def sync(device: str):
@@ -64,7 +162,7 @@ def summary(name: str, seconds: list[float], work: float, unit: str) -> float:
     """Print median and min-max of `work / seconds`; return the median rate."""
     rates = sorted(work / s for s in seconds)
     med = statistics.median(rates)
-    print(f"  {name:<14} {med:10.2f} {unit}   (min {rates[0]:.2f}, max {rates[-1]:.2f}, n={len(rates)})")
+    print(f"  {name:<28} {med:10.2f} {unit}   (min {rates[0]:.2f}, max {rates[-1]:.2f}, n={len(rates)})")
     return med
 
 
@@ -103,5 +201,5 @@ def hf_twin(model, device, attn="sdpa"):
 
     cfg = {k: v for k, v in model.config.to_dict().items() if k not in ("architectures", "model_type")}
     hf = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation=attn))
-    hf.load_state_dict(model.state_dict(), strict=False)
+    hf.load_state_dict(model.state_dict())          # every key: a mismatch must not pass silently
     return hf.to(device)

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from smollm2.weights import is_gguf, open_gguf, resolve_source
+from smollm2.weights import _gguf_number, is_gguf, open_gguf, resolve_source
 
 CACHE_DIR = Path(os.environ.get("SMOLLM2_CACHE", Path.home() / ".cache" / "smollm2"))
 _CACHE_VERSION = 1  # bump when the way the tokenizer is built changes
@@ -37,6 +37,12 @@ def build_tokenizer_from_gguf(path):
     if not tokens or merges is None:
         raise ValueError(f"{path}: the GGUF file holds no tokenizer (tokenizer.ggml.tokens/merges missing)")
     types = value("tokenizer.ggml.token_type", [1] * len(tokens))
+    if not isinstance(tokens, list) or len(tokens) > 2**20 or not all(isinstance(t, str) for t in tokens):
+        raise ValueError(f"{path}: tokenizer.ggml.tokens must be a list of at most 2**20 strings")
+    if not isinstance(merges, list) or not all(isinstance(m, str) and " " in m for m in merges):
+        raise ValueError(f"{path}: tokenizer.ggml.merges must be a list of 'left right' strings")
+    if not isinstance(types, list) or len(types) != len(tokens) or not all(type(t) is int for t in types):
+        raise ValueError(f"{path}: tokenizer.ggml.token_type must be one integer per token ({len(tokens)})")
     vocab = {tok: i for i, tok in enumerate(tokens)}
     bpe = models.BPE(vocab, [tuple(m.split(" ", 1)) for m in merges], fuse_unk=False, byte_fallback=False)
     tok = Tokenizer(bpe)
@@ -52,14 +58,14 @@ def build_tokenizer_from_gguf(path):
                             for t, ty in zip(tokens, types) if ty == 3])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types) if ty == 4])
 
-    def token(key):
-        i = value(f"tokenizer.ggml.{key}")
-        return None if i is None else tokens[int(i)]
+    def token(key):                       # an id outside the vocabulary is a clear error, not an IndexError
+        i = _gguf_number(reader, f"tokenizer.ggml.{key}", path, int, -1, (0, len(tokens) - 1))
+        return None if i < 0 else tokens[i]
 
     settings = dict(bos_token=token("bos_token_id"), eos_token=token("eos_token_id"),
                     pad_token=token("padding_token_id"), unk_token=token("unknown_token_id"),
                     chat_template=value("tokenizer.chat_template"),
-                    model_max_length=int(value("llama.context_length", 8192)),
+                    model_max_length=_gguf_number(reader, "llama.context_length", path, int, 8192),
                     add_bos_token=bool(value("tokenizer.ggml.add_bos_token", False)))
     return tok, settings
 

@@ -5,9 +5,9 @@ __all__ = ['SHAKESPEARE_PATH', 'play_to_text', 'build_shakespeare_text', 'ensure
 
 import hashlib
 import importlib.util
-import io
 import os
 import re
+import struct
 from pathlib import Path
 
 import torch
@@ -161,38 +161,160 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(ident.encode("utf-8")).hexdigest()[:16]
 
 
-def load_tokens(path, tokenizer, min_tokens: int = 1, cache: bool = True) -> torch.Tensor:
-    """Token ids of the text file `path` (1-D int64), cached in `<stem>.<hash>.npy` next to it.
+_BLOCK_BYTES, _PIECE_BYTES = 1 << 22, 1 << 19     # read 4 MiB at a time, tokenise ~512 KiB pieces together
+_NPY_HEADER = 128                                 # bytes: our .npy header has a fixed size, written last
 
-    Raises ValueError if the text has fewer than `min_tokens` tokens.
+
+def _safe_cut(buf: bytes, end: int, start: int = 0) -> int:
+    """The largest cut `start < c <= end` of `buf` just after a newline that stands alone between two visible
+    ASCII characters (`x\ny`), or 0. Byte-level BPE pre-tokenizers (GPT-2's regex, Digits, Whitespace) end a
+    pre-token there whatever follows, so tokenising the two sides apart gives the ids of the whole."""
+    hi = min(end, len(buf) - 1)
+    while (i := buf.rfind(b"\n", start + 1, hi)) > start:
+        if 0x21 <= buf[i - 1] <= 0x7E and 0x21 <= buf[i + 1] <= 0x7E:
+            return i + 1
+        hi = i
+    return 0
+
+
+def _first_safe_cut(buf: bytes, start: int) -> int:
+    """The smallest such cut after `start`, or 0."""
+    i = start
+    while (i := buf.find(b"\n", i + 1, len(buf) - 1)) > 0:
+        if 0x21 <= buf[i - 1] <= 0x7E and 0x21 <= buf[i + 1] <= 0x7E:
+            return i + 1
+    return 0
+
+
+def _id_dtype(tokenizer):
+    """uint16 when every id fits (SmolLM2's 49,152), else int32."""
+    import numpy as np
+
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if hasattr(backend, "get_vocab_size"):
+        size = backend.get_vocab_size(with_added_tokens=True)
+    else:
+        size = len(tokenizer) if hasattr(tokenizer, "__len__") else getattr(tokenizer, "vocab_size", 2**31)
+    return np.dtype(np.uint16) if size <= 2**16 else np.dtype(np.int32)
+
+
+def _encode_pieces(tokenizer, texts: list[str]) -> list[list[int]]:
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if type(backend).__module__.startswith("tokenizers"):       # all cores, one call
+        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return [encode_text(tokenizer, t) for t in texts]
+
+
+def _tokenize_block(buf: bytes, final: bool) -> tuple[list[bytes], bytes]:
+    """Split `buf` into pieces of about _PIECE_BYTES at safe cuts; returns (pieces, the undecided rest)."""
+    pieces, start = [], 0
+    while len(buf) - start > _PIECE_BYTES:
+        cut = _safe_cut(buf, start + _PIECE_BYTES, start) or _first_safe_cut(buf, start + _PIECE_BYTES)
+        if not cut:
+            break
+        pieces.append(buf[start:cut])
+        start = cut
+    if final:
+        return pieces + [buf[start:]], b""
+    return pieces, buf[start:]
+
+
+def _write_ids(path: Path, tokenizer, out, dtype) -> tuple[int, str, bool]:
+    """Tokenise the file `path` block by block into the binary file `out` (ids as `dtype`), reading it once.
+    Returns (number of ids, sha256 of the bytes, whether there was any non-blank text)."""
+    import numpy as np
+
+    h, n, offset, rest, has_text = hashlib.sha256(), 0, 0, b"", False
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(_BLOCK_BYTES)
+            h.update(block)
+            pieces, rest = _tokenize_block(rest + block, final=not block)
+            texts = []
+            for piece in pieces:
+                try:
+                    texts.append(piece.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    raise ValueError(f"input_file {str(path)!r} is not UTF-8 text: byte {piece[e.start]:#04x} at "
+                                     f"offset {offset + e.start} cannot be decoded") from None
+                offset += len(piece)
+                has_text = has_text or bool(texts[-1].strip())
+            for ids in _encode_pieces(tokenizer, texts) if texts else []:
+                arr = np.asarray(ids, dtype=np.int64)
+                if len(arr) and (arr.min() < 0 or arr.max() > np.iinfo(dtype).max):
+                    raise ValueError(f"the tokenizer returned id {int(arr.max())}, beyond its vocabulary size")
+                out.write(arr.astype(dtype).tobytes())
+                n += len(arr)
+            if not block:
+                return n, h.hexdigest(), has_text
+
+
+def _npy_header(dtype, n: int) -> bytes:
+    meta = repr({"descr": dtype.str, "fortran_order": False, "shape": (n,)}).encode("latin1")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", _NPY_HEADER - 10) + meta.ljust(_NPY_HEADER - 11) + b"\n"
+
+
+def _build_token_file(path: Path, tokenizer, out, sha256: str, min_tokens: int) -> int:
+    """Write the `.npy` of `path`'s ids into the open binary file `out`; checks the text like read_text_file."""
+    dtype = _id_dtype(tokenizer)
+    out.write(_npy_header(dtype, 0))
+    n, digest, has_text = _write_ids(path, tokenizer, out, dtype)
+    if digest != sha256:
+        raise ValueError(f"input_file {str(path)!r} changed while it was being read; try again")
+    if not has_text:
+        raise ValueError(f"input_file {str(path)!r} is empty (expected UTF-8 text to train on)")
+    if n < min_tokens:
+        raise ValueError(f"input_file {str(path)!r} has only {n} tokens; training needs at least "
+                         f"max_length + 1 = {min_tokens}")
+    out.seek(0)
+    out.write(_npy_header(dtype, n))
+    return n
+
+
+def load_tokens(path, tokenizer, min_tokens: int = 1, cache: bool = True, mmap: bool = False) -> torch.Tensor:
+    """Token ids of the text file `path` (1-D), cached in `<stem>.<hash>.npy` next to it.
+
+    The file is hashed and tokenised in blocks (memory stays bounded whatever its size; the ids equal those of
+    tokenising the whole text at once) and the ids are written as uint16 when the vocabulary fits. Returns
+    int64, or with `mmap=True` the cache itself mapped into memory (uint16/int32, pages shared between
+    processes). Raises ValueError if the text has fewer than `min_tokens` tokens.
     """
+    import tempfile
+
     import numpy as np
 
     path = Path(path)
-    text = read_text_file(path)
-    key = hashlib.sha256(text.encode("utf-8") + b"\0" + tokenizer_fingerprint(tokenizer).encode()).hexdigest()
+    sha256 = file_sha256(path)
+    key = hashlib.sha256(bytes.fromhex(sha256) + b"\0" + tokenizer_fingerprint(tokenizer).encode()).hexdigest()
     cache_file = path.with_name(f"{path.stem}.{key[:16]}.npy")
     ids = None
     if cache and cache_file.is_file():
         try:
-            ids = np.load(cache_file, allow_pickle=False)
+            ids = np.load(cache_file, mmap_mode="c", allow_pickle=False)   # copy-on-write: never changes the file
+            if ids.ndim != 1 or ids.dtype not in (np.uint16, np.int32, np.int64):
+                ids = None
         except (OSError, ValueError):
             ids = None                                            # unreadable cache: tokenise again
+    if ids is None and cache:
+        try:
+            atomic_write(cache_file, lambda tmp: _build_file(tmp, path, tokenizer, sha256, min_tokens))
+            ids = np.load(cache_file, mmap_mode="c", allow_pickle=False)
+        except OSError:
+            pass                                                  # a read-only data folder: just don't cache
     if ids is None:
-        ids = np.asarray(encode_text(tokenizer, text), dtype=np.int64)
-        if len(ids) and ids.max() < 2**16:
-            ids = ids.astype(np.uint16)                           # 2 bytes a token when the vocabulary fits
+        with tempfile.TemporaryFile() as f:
+            _build_token_file(path, tokenizer, f, sha256, min_tokens)
+            f.seek(0)
+            ids = np.load(f, allow_pickle=False)
     if len(ids) < min_tokens:
         raise ValueError(f"input_file {str(path)!r} has only {len(ids)} tokens; training needs at least "
                          f"max_length + 1 = {min_tokens}")
-    if cache and not cache_file.is_file():
-        try:
-            buf = io.BytesIO()
-            np.save(buf, ids, allow_pickle=False)
-            atomic_write(cache_file, buf.getbuffer())
-        except OSError:
-            pass                                                  # a read-only data folder: just don't cache
-    return torch.from_numpy(ids.astype(np.int64))
+    return torch.from_numpy(ids) if mmap else torch.from_numpy(np.asarray(ids, dtype=np.int64))
+
+
+def _build_file(tmp: str, path: Path, tokenizer, sha256: str, min_tokens: int):
+    with open(tmp, "wb") as out:
+        _build_token_file(path, tokenizer, out, sha256, min_tokens)
 
 
 def window_seed(seed: int, step: int, micro_step: int = 0, rank: int = 0) -> int:
@@ -220,7 +342,7 @@ class TokenWindows:
     def _windows(self, data: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         starts = torch.randint(0, len(data) - self.max_length, (batch_size,), generator=generator)
         offsets = torch.arange(self.max_length + 1)
-        return data[starts[:, None] + offsets]                                 # (B, max_length + 1)
+        return data[starts[:, None] + offsets].long()        # (B, max_length + 1); the stream may be uint16
 
     def sample(self, batch_size: int, seed: int, step: int, micro_step: int = 0, rank: int = 0) -> torch.Tensor:
         """The training windows of one micro-step: (batch_size, max_length + 1) int64."""

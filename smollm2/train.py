@@ -276,6 +276,11 @@ class _RunLock:
                 raise ValueError(f"checkpoint_dir {str(self.path.parent)!r} is in use by another training run "
                                  f"(pid {holder}, lock {self.path.name}); wait for it to end or stop it, or train "
                                  "into another checkpoint_dir") from None
+            except OSError as e:         # a file system without locks (some network mounts): say so, go on
+                os.close(fd)
+                warnings.warn(f"cannot lock {self.path} ({e}); make sure no other run trains into this folder",
+                              stacklevel=3)
+                return self
             try:                         # the holder may have released and removed the file meanwhile
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -374,7 +379,15 @@ class ModelTrainer:
         if Path(os.path.abspath(self.input_file)) == Path(os.path.abspath(SHAKESPEARE_PATH)):
             ensure_shakespeare(self.input_file)
         self.tokenizer = tokenizer
-        tokens = load_tokens(self.input_file, tokenizer, min_tokens=max_length + 1)
+        if self.world_size > 1 and not self.is_main:
+            import torch.distributed as dist
+
+            dist.barrier()                          # rank 0 tokenises and caches the text; the others map it
+        tokens = load_tokens(self.input_file, tokenizer, min_tokens=max_length + 1, mmap=True)
+        if self.world_size > 1 and self.is_main:
+            import torch.distributed as dist
+
+            dist.barrier()
         self.windows = TokenWindows(tokens, max_length, val_fraction, source=f"input_file {str(self.input_file)!r}")
 
         # -- settings

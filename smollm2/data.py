@@ -274,7 +274,8 @@ def _build_token_file(path: Path, tokenizer, out, sha256: str, min_tokens: int) 
 def load_tokens(path, tokenizer, min_tokens: int = 1, cache: bool = True, mmap: bool = False) -> torch.Tensor:
     """Token ids of the text file `path` (1-D), cached in `<stem>.<hash>.npy` next to it.
 
-    The file is hashed and tokenised in blocks (memory stays bounded whatever its size; the ids equal those of
+    The file is hashed and tokenised in blocks cut at `x\ny` newlines (memory stays bounded whatever its size;
+    for byte-level BPE tokenizers such as SmolLM2's, word-level ones and `ByteTokenizer` the ids equal those of
     tokenising the whole text at once) and the ids are written as uint16 when the vocabulary fits. Returns
     int64, or with `mmap=True` the cache itself mapped into memory (uint16/int32, pages shared between
     processes). Raises ValueError if the text has fewer than `min_tokens` tokens.

@@ -8,6 +8,7 @@ from .attention import *  # noqa: F401,F403
 from .model import *  # noqa: F401,F403
 from .weights import *  # noqa: F401,F403
 from .tokenizer import *  # noqa: F401,F403
+from .io import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
 from .generation import *  # noqa: F401,F403

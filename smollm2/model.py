@@ -21,6 +21,11 @@ _HF_LLAMA_DEFAULTS = dict(max_position_embeddings=2048, rms_norm_eps=1e-6, rope_
                           bos_token_id=1, eos_token_id=2, pad_token_id=None)
 _ARCH_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
               "num_key_value_heads")
+# Upper bounds far above any Llama-family model: a config (or a crafted file's metadata) beyond them would
+# make the model allocate tens of GiB before anything else could refuse it.
+_MAX_SIZES = dict(vocab_size=2**20, hidden_size=2**16, intermediate_size=2**18, num_hidden_layers=1024,
+                  num_attention_heads=1024, num_key_value_heads=1024, max_position_embeddings=2**20)
+_MAX_NUMBERS = dict(rms_norm_eps=1.0, rope_theta=1e12, initializer_range=10.0)
 
 
 @dataclass
@@ -52,10 +57,14 @@ class SmolLM2Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"SmolLM2Config.{name} must be a positive integer, got {value!r}")
+            if value > _MAX_SIZES[name]:
+                raise ValueError(f"SmolLM2Config.{name} must be at most {_MAX_SIZES[name]:,}, got {value:,}")
         for name in ("rms_norm_eps", "rope_theta", "initializer_range"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"SmolLM2Config.{name} must be a positive number, got {value!r}")
+            if not value <= _MAX_NUMBERS[name]:
+                raise ValueError(f"SmolLM2Config.{name} must be at most {_MAX_NUMBERS[name]:g}, got {value!r}")
             setattr(self, name, float(value))
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"SmolLM2Config.hidden_size ({self.hidden_size}) must be divisible by "

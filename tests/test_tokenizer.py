@@ -213,3 +213,36 @@ def test_gguf_without_tokenizer(tmp_path):
 def test_top_level_exports():
     assert smollm2.load_tokenizer is load_tokenizer
     assert smollm2.from_pretrained is not None
+
+
+# ---- issue 15: the cache heals itself ------------------------------------------------------------------------
+def test_truncated_cached_tokenizer_is_rebuilt(tok, tmp_path):
+    path = real_gguf_path()
+    load_tokenizer(path, cache_dir=tmp_path)
+    (entry,) = (tmp_path / "tokenizers").iterdir()
+    good = (entry / "tokenizer.json").read_bytes()
+    (entry / "tokenizer.json").write_bytes(good[: len(good) // 2])         # a crash or a full disk cut it
+    healed = load_tokenizer(path, cache_dir=tmp_path)
+    assert healed.encode(MIXED + NUMERALS) == tok.encode(MIXED + NUMERALS)
+    assert (entry / "tokenizer.json").read_bytes() == good and list((tmp_path / "tokenizers").iterdir()) == [entry]
+
+
+def test_cache_is_keyed_by_content_not_path(tmp_path):
+    path = real_gguf_path()
+    other = tmp_path / "renamed-copy.gguf"
+    try:
+        os.link(path, other)                   # same bytes, another path (and the test need not copy 100 MB)
+    except OSError:
+        import shutil
+        shutil.copyfile(path, other)
+    load_tokenizer(path, cache_dir=tmp_path / "cache", backend="smollm2")
+    load_tokenizer(other, cache_dir=tmp_path / "cache", backend="smollm2")
+    assert len(list((tmp_path / "cache" / "tokenizers").iterdir())) == 1
+
+
+def test_unusable_cache_folder_falls_back_to_no_cache(tok, tmp_path):
+    not_a_folder = tmp_path / "cache-is-a-file"
+    not_a_folder.write_text("oops")
+    with pytest.warns(UserWarning, match=r"tokenizer cache .*cache-is-a-file is unusable .*without caching it"):
+        t = load_tokenizer(real_gguf_path(), cache_dir=not_a_folder)
+    assert t.encode(MIXED) == tok.encode(MIXED) and not_a_folder.read_text() == "oops"

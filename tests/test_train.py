@@ -169,16 +169,24 @@ def test_corrupt_newest_checkpoint_falls_back(text_file, tmp_path):
     assert same_weights(t.model, reference.model)
 
 
-def test_all_checkpoints_corrupt_starts_over(text_file, tmp_path):
+def test_all_checkpoints_corrupt_stops_unless_restart(text_file, tmp_path):
     ck = tmp_path / "ck"
     make(text_file, ck, checkpoint_interval=2, target_steps=4).train()
     for _, p in list_checkpoints(ck):
         p.write_bytes(b"not a checkpoint")
-    with pytest.warns(UserWarning, match="cannot be loaded"):
-        t = make(text_file, ck, checkpoint_interval=1, max_checkpoints=2, target_steps=4)
-    assert t.step == 0 and sorted(p.name for p in ck.glob("*.corrupt")) == [
-        "checkpoint_step_2.pt.corrupt", "checkpoint_step_4.pt.corrupt"]
-    t.train(3)                                   # the corrupt files no longer take part in the rotation
+    before = snapshot(ck)
+    with pytest.warns(UserWarning, match="cannot be loaded"), pytest.raises(
+            ValueError, match=r"holds 2 checkpoint file\(s\) and none loads(.|\n)*Nothing was changed(.|\n)*"
+                              r"restart=True \(--restart\)"):
+        make(text_file, ck, checkpoint_interval=1, max_checkpoints=2, target_steps=4)
+    assert snapshot(ck) == before                # never silently back to step 0
+    with pytest.warns(UserWarning, match=r"restart: moved checkpoint_step_2.pt, checkpoint_step_4.pt, "
+                                         r"loss_history.jsonl into .*previous-run-"):
+        t = make(text_file, ck, checkpoint_interval=1, max_checkpoints=2, target_steps=4, restart=True)
+    assert t.step == 0
+    kept = [p for p in ck.iterdir() if p.name.startswith("previous-run-")]
+    assert len(kept) == 1 and snapshot(kept[0]) == before      # nothing deleted, only moved aside
+    t.train(3)
     assert [s for s, _ in list_checkpoints(ck)] == [2, 3]
 
 
@@ -303,7 +311,8 @@ def test_cli_help_documents_every_setting(capsys):
     out = capsys.readouterr().out
     for flag in ("--init", "--weights", "--config", "--device", "--dtype", "--compile", "--grad-accum",
                  "--schedule", "--batch-size", "--max-length", "--lr", "--checkpoint-dir", "--checkpoint-interval",
-                 "--max-checkpoints", "--steps", "--sample-interval", "--eval-interval", "--warmup-steps"):
+                 "--max-checkpoints", "--steps", "--sample-interval", "--eval-interval", "--warmup-steps",
+                 "--restart", "--allow-data-change"):
         assert flag in out, flag
     flat = " ".join(out.split())
     assert "(default: 5000)" in flat and "(default: 0.003)" in flat and "(default: checkpoints)" in flat
@@ -330,3 +339,166 @@ def test_bf16_autocast_when_asked(text_file, tmp_path):
     history = t.train()
     assert all(math.isfinite(r["loss"]) for r in history)
     assert all(p.dtype == torch.float32 for p in t.model.parameters())      # master weights stay fp32
+
+
+# ---- issue 15: never lose a run, never trust bad bytes --------------------------------------------------------
+class _Crash(BaseException):
+    """The process dying at this point (nothing may catch it)."""
+
+
+def test_no_moment_without_a_checkpoint_even_with_max_checkpoints_1(text_file, tmp_path, monkeypatch):
+    ck = tmp_path / "ck"
+    t = make(text_file, ck, checkpoint_interval=1, max_checkpoints=1, target_steps=4)
+    t.train(2)
+    real_replace = os.replace
+
+    def crash_before_rename(src, dst):          # the new checkpoint is written; the process dies before its rename
+        if str(dst).endswith("checkpoint_step_3.pt"):
+            raise _Crash()
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_before_rename)
+    with pytest.raises(_Crash):
+        t.train(3)
+    monkeypatch.undo()
+    assert [s for s, _ in list_checkpoints(ck)] == [2]                   # the previous one is still there
+    assert make(text_file, ck, checkpoint_interval=1, max_checkpoints=1, target_steps=4).step == 2
+
+
+def test_complete_temporary_checkpoint_is_used_not_deleted(text_file, tmp_path):
+    ck, ref = tmp_path / "ck", tmp_path / "ref"
+    make(text_file, ck, checkpoint_interval=2, target_steps=4).train(2)
+    reference = make(text_file, ref, checkpoint_interval=2, target_steps=4)
+    reference.train(4)
+    # a crash after the fsync of step 4 and before its rename leaves it under its temporary name
+    (ck / ".checkpoint_step_4.pt.tmp.12345").write_bytes((ref / "checkpoint_step_4.pt").read_bytes())
+    (ck / ".checkpoint_step_5.pt.tmp.12345.abcd").write_bytes(b"cut short by the crash")
+    (ck / ".notes.txt.tmp.1").write_text("not ours: never deleted")
+    with pytest.warns(UserWarning, match=r"\.checkpoint_step_4\.pt\.tmp\.12345: a complete checkpoint left by an "
+                                         r"interrupted save, kept as checkpoint_step_4\.pt"):
+        t = make(text_file, ck, checkpoint_interval=2, target_steps=4)
+    assert t.step == 4 and same_weights(t.model, reference.model)
+    t.train(5)
+    assert sorted(p.name for p in ck.iterdir()) == [".notes.txt.tmp.1", "checkpoint_step_2.pt", "checkpoint_step_4.pt",
+                                                    "checkpoint_step_5.pt", "loss_history.jsonl"]
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"), OSError(5, "Input/output error"),
+                                   MemoryError("out of memory")], ids=["permission", "io", "memory"])
+def test_read_errors_are_not_corruption(text_file, tmp_path, monkeypatch, error):
+    ck = tmp_path / "ck"
+    make(text_file, ck, checkpoint_interval=2, target_steps=4).train()
+    before = snapshot(ck)
+
+    def failing_load(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(torch, "load", failing_load)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                  # no "falling back" either
+        with pytest.raises(type(error), match=r"cannot read checkpoint .*checkpoint_step_4\.pt .*it was not judged "
+                                              r"corrupt and nothing in its folder was changed"):
+            make(text_file, ck, checkpoint_interval=2, target_steps=4)
+    monkeypatch.undo()
+    assert snapshot(ck) == before and make(text_file, ck, checkpoint_interval=2, target_steps=4).step == 4
+
+
+TRAIN_FOREVER = """
+import sys, torch
+from smollm2 import LlamaForCausalLM, SmolLM2Config, ModelTrainer
+from smollm2.data import ByteTokenizer
+torch.manual_seed(0)
+model = LlamaForCausalLM(SmolLM2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128))
+t = ModelTrainer(model, ByteTokenizer(), sys.argv[1], batch_size=2, max_length=32, checkpoint_dir=sys.argv[2],
+                 checkpoint_interval=1000, target_steps=10**6, sample_interval=0, eval_interval=0, progress=False,
+                 device="cpu", dtype="float32")
+t.train()
+"""
+
+
+def test_one_run_per_checkpoint_folder(text_file, tmp_path):
+    import subprocess
+    import sys
+    import time
+    ck = tmp_path / "ck"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    first = subprocess.Popen([sys.executable, "-c", TRAIN_FOREVER, str(text_file), str(ck)], env=env,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        lock, deadline = ck / ".train.lock", time.time() + 120
+        while not (lock.is_file() and lock.read_text().strip() == str(first.pid)):
+            assert first.poll() is None and time.time() < deadline, first.stderr.read() if first.poll() else "timeout"
+            time.sleep(0.1)
+        (ck / ".checkpoint_step_7.pt.tmp.1.ab").write_bytes(b"as if the first run were writing it")
+        with pytest.raises(ValueError, match=rf"checkpoint_dir .*ck' is in use by another training run "
+                                             rf"\(pid {first.pid}, lock \.train\.lock\)"):
+            make(text_file, ck)
+        assert (ck / ".checkpoint_step_7.pt.tmp.1.ab").exists()          # the second run touched nothing
+    finally:
+        first.kill()
+        first.wait()
+    t = make(text_file, ck, target_steps=2)           # the lock died with its process (its file stays behind)
+    t.train()
+    assert t.step == 2 and not (ck / ".train.lock").exists()
+
+
+def test_disk_full_during_save_is_a_clean_stop(text_file, tmp_path, capsys, monkeypatch):
+    import errno
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY.to_dict()))
+    ck = tmp_path / "ck"
+    args = ["--config", str(config), "--tokenizer", "bytes", "--input", str(text_file), "--batch-size", "2",
+            "--max-length", "32", "--checkpoint-dir", str(ck), "--checkpoint-interval", "2",
+            "--sample-interval", "0", "--no-progress", "--device", "cpu"]
+    assert cli(args + ["--steps", "3"]) == 0
+    before = snapshot(ck)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    capsys.readouterr()
+    assert cli(args + ["--steps", "6"]) == 1
+    err = capsys.readouterr().err
+    assert "error: [Errno 28] cannot write checkpoint_step_4.pt in" in err and "No space left on device" in err
+    assert "the previous checkpoints are intact (checkpoint_step_2.pt, checkpoint_step_3.pt)" in err
+    assert "Traceback" not in err
+    monkeypatch.undo()
+    after = snapshot(ck)
+    assert {k: v for k, v in after.items() if k != "loss_history.jsonl"} == {
+        k: v for k, v in before.items() if k != "loss_history.jsonl"} and not list(ck.glob(".*"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux sysfs (not writable, even for root)")
+def test_unwritable_checkpoint_dir_is_found_by_trying_even_for_root(text_file):
+    # os.access("/sys", W_OK) is True for root, but no file can be created there
+    with pytest.raises(ValueError, match=r"checkpoint_dir '/sys/smollm2-ck' cannot be written: creating a file in "
+                                         r"'/sys' fails"):
+        make(text_file, "/sys/smollm2-ck")
+
+
+def test_resume_on_other_text_is_a_clear_error(text_file, tmp_path):
+    import hashlib
+    ck = tmp_path / "ck"
+    make(text_file, ck, target_steps=3).train()
+    other = tmp_path / "other.txt"
+    other.write_text(text_file.read_text(encoding="utf-8")[:-1000], encoding="utf-8")
+    before = snapshot(ck)
+    with pytest.raises(ValueError, match=r"checkpoint_step_3\.pt was trained on a different text than input_file "
+                                         r".*other\.txt': checkpoint 20,000 tokens, sha256 \w{16}\.\.\.; now 19,000 "
+                                         r"tokens(.|\n)*allow_data_change=True \(--allow-data-change\)"):
+        make(other, ck, target_steps=3)
+    assert snapshot(ck) == before
+    with pytest.warns(UserWarning, match="continuing on the new text"):
+        t = make(other, ck, target_steps=4, allow_data_change=True)
+    t.train()
+    state = torch.load(ck / "checkpoint_step_4.pt", weights_only=True)
+    assert state["train_config"]["data_sha256"] == hashlib.sha256(other.read_bytes()).hexdigest()
+    assert make(other, ck, target_steps=4).step == 4                  # the new text is now the run's text
+
+
+def test_directory_as_input_file_says_so(tmp_path):
+    with pytest.raises(IsADirectoryError, match=r"input_file .* is a directory \(expected a UTF-8 text file\)"):
+        make(tmp_path, tmp_path / "ck")

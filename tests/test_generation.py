@@ -4,13 +4,15 @@ sampling controls, streaming, chat, the command line and input validation.
 The real-weights tests use SmolLM2-135M-Instruct from the offline GGUF file, loaded once per session by
 transformers and by us (tests/conftest.py).
 """
+import dataclasses
 import warnings
 
 import pytest
 import torch
 
-from smollm2.generation import (TextStreamer, apply_min_p, apply_repetition_penalty, apply_temperature, apply_top_k,
-                                apply_top_p, chat, chat_prompt, cli, generate, load_training_checkpoint, stream)
+from smollm2.generation import (GenerationConfig, TextStreamer, apply_min_p, apply_repetition_penalty, apply_temperature,
+                                apply_top_k, apply_top_p, chat, chat_prompt, cli, decode_one_token, generate,
+                                load_training_checkpoint, prefill, stream)
 from smollm2.model import LlamaForCausalLM, SmolLM2Config
 
 warnings.filterwarnings("ignore")
@@ -359,6 +361,94 @@ def test_bad_input_stream_and_chat(tiny):
     with pytest.raises(ValueError, match="messages"):
         chat(tiny, Tok(), [])
     assert "".join(stream(tiny, Tok(), "hi", max_new_tokens=5, temperature=0)) != ""
+
+
+# ------------------------------------------------------------------------------------------ the decode core
+CONFIG_BAD = [
+    (dict(max_new_tokens=0), "max_new_tokens: must be at least 1, got 0"),
+    (dict(max_length=None), "max_length: give max_length (prompt included) or max_new_tokens"),
+    (dict(temperature=-0.1), "temperature: must be a number >= 0 (0 = greedy), got -0.1"),
+    (dict(temperature=True), "temperature: must be a number >= 0 (0 = greedy), got True"),
+    (dict(top_k=2.5), "top_k: must be an integer >= 0 (0 or None = off), got 2.5"),
+    (dict(top_p=0.0), "top_p: must be in (0, 1] (1 or None = off), got 0.0"),
+    (dict(min_p=1.5), "min_p: must be in [0, 1] (0 or None = off), got 1.5"),
+    (dict(repetition_penalty=0.0), "repetition_penalty: must be > 0 (1 or None = off), got 0.0"),
+    (dict(stop_strings=["ok", ""]), "stop_strings: needs non-empty strings and tokenizer= to turn tokens into text"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", CONFIG_BAD, ids=[m.split(":")[0] for _, m in CONFIG_BAD])
+def test_generation_config_validates_when_made(tiny, prompt, kwargs, message):
+    import re
+
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        GenerationConfig(**kwargs)                                    # no model, no prompt needed
+    good = GenerationConfig()
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        dataclasses.replace(good, **kwargs)                           # a copy is validated again
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        generate(tiny, prompt, **{"max_new_tokens": None if "max_length" in kwargs else 5, **kwargs})   # same
+
+
+def test_generation_config_fields():
+    c = GenerationConfig(stop_strings="END", temperature=0)
+    assert c.stop_strings == ("END",) and c.greedy and not c.penalises_repetition
+    assert GenerationConfig(stop_strings=[]).stop_strings is None
+    assert not GenerationConfig().greedy and GenerationConfig(do_sample=False).greedy
+    assert GenerationConfig(repetition_penalty=1.2).penalises_repetition
+    assert not GenerationConfig(repetition_penalty=1.0).penalises_repetition
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.temperature = -1.0                                          # validated once: it cannot change after
+
+
+def test_prefill_and_decode_one_token_equal_full_forward(tiny):
+    g = torch.Generator().manual_seed(8)
+    rows = [torch.randint(0, 512, (n,), generator=g).tolist() for n in (6, 9)]
+    ids = torch.tensor([[0] * 3 + rows[0], rows[1]])                  # (2, 9), row 0 left-padded
+    mask = torch.tensor([[0] * 3 + [1] * 6, [1] * 9])
+    new = torch.randint(0, 512, (2, 5), generator=g)                  # 5 tokens fed one by one
+    with torch.inference_mode():
+        for padded in (False, True):
+            x, m = (ids, mask) if padded else (ids[1:], None)
+            cache = tiny.new_cache(x.shape[0], 14)
+            steps = [prefill(tiny, x, m, cache)]                       # (B, V)
+            pos = None if m is None else m.sum(-1, keepdim=True)      # (B, 1)
+            for i in range(5):
+                full_mask = None if m is None else torch.cat([m, torch.ones(2, i + 1, dtype=torch.long)], 1)
+                steps.append(decode_one_token(tiny, new[-x.shape[0]:, i], cache, full_mask,
+                                              None if pos is None else pos + i))
+            for b in range(x.shape[0]):
+                real = rows[b] if padded else rows[1]
+                for i, logits in enumerate(steps):
+                    seq = torch.tensor([real + new[-x.shape[0]:][b, :i].tolist()])
+                    full = tiny(seq).logits[0, -1]                     # no cache, no padding
+                    torch.testing.assert_close(logits[b], full, rtol=0, atol=1e-4)
+    assert cache.length == 14
+
+
+def test_config_and_keywords_agree(tiny, prompt):
+    kw = dict(max_new_tokens=20, temperature=0.9, top_k=40, top_p=0.9, repetition_penalty=1.2, seed=3)
+    ref = generate(tiny, prompt, **kw)
+    config = GenerationConfig(**kw)
+    assert torch.equal(generate(tiny, prompt, config=config), ref)
+    assert torch.equal(tiny.generate(prompt, config=config), ref)
+    assert torch.equal(generate(tiny, prompt, config=dataclasses.replace(config, seed=4), seed=3), ref)  # keyword wins
+    greedy = generate(tiny, prompt, max_new_tokens=20, temperature=0)
+    assert torch.equal(generate(tiny, prompt, 100, 0, config=config), greedy)      # non-default temperature wins
+    assert generate(tiny, prompt, 15, config=GenerationConfig(temperature=0)).shape == (1, 15)
+    assert torch.equal(generate(tiny, prompt, config=GenerationConfig(max_length=29, temperature=0)), greedy)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'top_q'"):
+        generate(tiny, prompt, top_q=0.9)
+    with pytest.raises(ValueError, match="config: expected a GenerationConfig, got dict"):
+        generate(tiny, prompt, config=dict(temperature=0))
+
+
+def test_chat_with_config(real):
+    _, ours, tok = real
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    by_keywords = chat(ours, tok, messages, temperature=0, max_new_tokens=40)
+    assert chat(ours, tok, messages, config=GenerationConfig(temperature=0, max_new_tokens=40)) == by_keywords
+    assert "Paris" in by_keywords and "<|im_end|>" not in by_keywords         # stopped at <|im_end|> with a config too
 
 
 # ------------------------------------------------------------------------------------------ checkpoints and CLI

@@ -35,8 +35,8 @@ def clean_nb(nb: dict) -> dict:
             cid = hashlib.sha1(cid.encode()).hexdigest()[:8]
         seen.add(cid)
         cell["id"] = cid
-        tags = cell.get("metadata", {}).get("tags")
-        cell["metadata"] = {"tags": tags} if tags else {}
+        meta = cell.get("metadata", {})   # keep tags and hidden-source flags (exercise solutions)
+        cell["metadata"] = {k: meta[k] for k in ("jupyter", "tags") if meta.get(k)}
         if cell["cell_type"] != "code":
             cell.pop("outputs", None)
             cell.pop("execution_count", None)

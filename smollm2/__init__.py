@@ -12,3 +12,4 @@ from .io import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
 from .generation import *  # noqa: F401,F403
+from .quantize import *  # noqa: F401,F403

@@ -111,15 +111,140 @@ def train_command(argv=None) -> int:
     return train_cli(argv)
 
 
+import contextlib
+import sys
+
+DEFAULT_WEIGHTS = "smollm2-135m-instruct"
+
+
+def _generation_parser(name: str):
+    """The options of `generate` (a prompt) and `chat` (--message, --system); they differ only in defaults."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=f"python -m smollm2 {name}", description=(
+        "Continue a prompt with SmolLM2, streaming the text." if name == "generate" else
+        "Chat with SmolLM2-135M-Instruct: one message per line on stdin; /reset starts over, Ctrl-D quits."))
+    if name == "generate":
+        p.add_argument("prompt", help="the text to continue")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", help="a training checkpoint file, or a folder of them (the newest is used)")
+    source.add_argument("--weights", help=f"released weights: a name, folder or file (default {DEFAULT_WEIGHTS})")
+    p.add_argument("--tokenizer", help=f"tokenizer source (default: the weights', else {DEFAULT_WEIGHTS})")
+    if name == "chat":
+        p.add_argument("--message", help="answer this one message and exit")
+        p.add_argument("--system", help="a system prompt (default: the chat template's)")
+    chat = name == "chat"
+    p.add_argument("--max-new-tokens", type=int, default=256 if chat else 200)
+    p.add_argument("--temperature", type=float, default=0.2 if chat else 0.7, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=0.9 if chat else None)
+    p.add_argument("--min-p", type=float, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token (--temperature 0)")
+    return p
+
+
+def _sampling_options(args) -> dict:
+    return dict(max_new_tokens=args.max_new_tokens, temperature=0.0 if args.greedy else args.temperature,
+                top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                repetition_penalty=args.repetition_penalty, seed=args.seed)
+
+
+def _model_and_tokenizer(args):
+    """The tokenizer, then the model: a training checkpoint (which must have been trained with that tokenizer)
+    or released weights."""
+    from smollm2.tokenizer import load_tokenizer
+    from smollm2.train import load_training_checkpoint
+    from smollm2.weights import from_pretrained
+
+    tokenizer = load_tokenizer(args.tokenizer or args.weights or DEFAULT_WEIGHTS)
+    if args.checkpoint:
+        return load_training_checkpoint(args.checkpoint, tokenizer=tokenizer), tokenizer
+    return from_pretrained(args.weights or DEFAULT_WEIGHTS), tokenizer
+
+
+@contextlib.contextmanager
+def _reported(parser):
+    """Bad input: argparse's one-line message and exit status 2. A file that cannot be read (permissions, disk)
+    or too little memory: `error: ...` on stderr, and the command goes on to return 1 (as `train` does)."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    except (OSError, MemoryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+
+
+def _write(pieces) -> str:
+    """Print text pieces as they come (flushed), then a newline; return the whole text."""
+    text = []
+    for piece in pieces:
+        text.append(piece)
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return "".join(text)
+
+
+def _chat_loop(model, tokenizer, system: list, options: dict) -> int:
+    """One message per line on stdin, each answered with the whole conversation so far; /reset, /exit, EOF."""
+    from smollm2.generation import chat_stream
+
+    messages, interactive = list(system), sys.stdin.isatty()
+    while True:
+        if interactive:
+            sys.stdout.write("> ")
+            sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line or line.strip() in ("/exit", "/quit"):                  # EOF (Ctrl-D) or an explicit exit
+            return 0
+        line = line.strip()
+        if line in ("/reset", "/clear"):
+            messages = list(system)
+        elif line:
+            messages.append({"role": "user", "content": line})
+            try:
+                reply = _write(chat_stream(model, tokenizer, messages, **options))
+            except ValueError as e:                                         # e.g. the conversation outgrew the context
+                print(f"error: {e} (type /reset to start over)", file=sys.stderr)
+                messages.pop()
+                continue
+            messages.append({"role": "assistant", "content": reply.strip()})
+
+
 @command("generate", "complete a prompt with real weights or a training checkpoint (notebook 05)")
 def generate_command(argv=None) -> int:
-    from smollm2.generation import cli as generation_cli
+    """`python -m smollm2 generate PROMPT [--checkpoint PATH | --weights NAME] [options]`: print the prompt and
+    stream its continuation. Exit status 0; 2 for bad input; 1 when a file cannot be read or memory runs out."""
+    from smollm2.generation import stream
 
-    return generation_cli("generate", argv)
+    parser = _generation_parser("generate")
+    args = parser.parse_args(argv)
+    with _reported(parser):
+        model, tokenizer = _model_and_tokenizer(args)
+        pieces = stream(model, tokenizer, args.prompt, **_sampling_options(args))   # validated before printing
+        sys.stdout.write(args.prompt)                                    # echo the prompt, then its continuation
+        _write(pieces)
+        return 0
+    return 1                                                             # reached only after `error: ...`
 
 
 @command("chat", "chat with SmolLM2-135M-Instruct (notebook 05)")
 def chat_command(argv=None) -> int:
-    from smollm2.generation import cli as generation_cli
+    """`python -m smollm2 chat [--message TEXT] [--system TEXT] [options]`: answer one message, or converse one
+    line at a time on stdin. Exit statuses as `generate`'s."""
+    from smollm2.generation import chat_stream
 
-    return generation_cli("chat", argv)
+    parser = _generation_parser("chat")
+    args = parser.parse_args(argv)
+    with _reported(parser):
+        model, tokenizer = _model_and_tokenizer(args)
+        system = [{"role": "system", "content": args.system}] if args.system else []
+        if args.message is None:
+            return _chat_loop(model, tokenizer, system, _sampling_options(args))
+        _write(chat_stream(model, tokenizer, system + [{"role": "user", "content": args.message}],
+                           **_sampling_options(args)))
+        return 0
+    return 1                                                             # reached only after `error: ...`

@@ -10,10 +10,12 @@ import warnings
 import pytest
 import torch
 
+from smollm2.cli import chat_command, generate_command
 from smollm2.generation import (GenerationConfig, TextStreamer, apply_min_p, apply_repetition_penalty, apply_temperature,
-                                apply_top_k, apply_top_p, chat, chat_prompt, cli, decode_one_token, generate,
-                                load_training_checkpoint, prefill, stream)
+                                apply_top_k, apply_top_p, chat, chat_prompt, decode_one_token, generate, prefill,
+                                stream)
 from smollm2.model import LlamaForCausalLM, SmolLM2Config
+from smollm2.train import load_training_checkpoint
 
 warnings.filterwarnings("ignore")
 IM_END = 2
@@ -460,8 +462,8 @@ def test_load_training_checkpoint_and_cli_generate(tmp_path, capsys):
     loaded = load_training_checkpoint(tmp_path)                                # a folder: the newest checkpoint
     for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), n
-    assert cli("generate", ["First Citizen:", "--checkpoint", str(tmp_path / "checkpoint_step_7.pt"), "--greedy",
-                            "--max-new-tokens", "8"]) == 0
+    assert generate_command(["First Citizen:", "--checkpoint", str(tmp_path / "checkpoint_step_7.pt"), "--greedy",
+                             "--max-new-tokens", "8"]) == 0
     printed = capsys.readouterr().out
     from smollm2.tokenizer import load_tokenizer
 
@@ -472,16 +474,57 @@ def test_load_training_checkpoint_and_cli_generate(tmp_path, capsys):
 
 def test_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        cli("generate", ["Hi", "--checkpoint", str(tmp_path / "missing.pt")])
+        generate_command(["Hi", "--checkpoint", str(tmp_path / "missing.pt")])
     assert e.value.code == 2 and "checkpoint" in capsys.readouterr().err
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit) as e:
-        cli("generate", ["Hi", "--checkpoint", str(tmp_path / "junk.pt")])
+        generate_command(["Hi", "--checkpoint", str(tmp_path / "junk.pt")])
     assert e.value.code == 2 and "junk.pt" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        cli("generate", ["Hi", "--checkpoint", "a", "--weights", "b"])
+        generate_command(["Hi", "--checkpoint", "a", "--weights", "b"])
     assert e.value.code == 2
 
+
+
+def test_cli_checkpoint_needs_the_tokenizer_it_was_trained_with(tmp_path, capsys, real_tok):
+    from smollm2.data import ByteTokenizer
+    from smollm2.train import ModelTrainer
+
+    text = tmp_path / "input.txt"
+    text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 100, encoding="utf-8")
+    ck = tmp_path / "ck"
+    trainer = ModelTrainer(tiny_model(seed=7, vocab_size=256, context=64), ByteTokenizer(), text, batch_size=2,
+                           max_length=32, checkpoint_dir=ck, target_steps=1, sample_interval=0, eval_interval=0,
+                           eval_batches=1, progress=False, device="cpu", dtype="float32")
+    trainer.train()                                                         # a real checkpoint, train_config included
+    loaded = load_training_checkpoint(ck, tokenizer=ByteTokenizer())        # the tokenizer it was trained with
+    assert torch.equal(loaded.lm_head.weight, trainer.model.lm_head.weight)
+    with pytest.raises(ValueError, match="checkpoint_step_1.pt was trained with a different tokenizer"):
+        load_training_checkpoint(ck, tokenizer=real_tok)
+    with pytest.raises(SystemExit) as e:
+        generate_command(["Hi", "--checkpoint", str(ck)])                   # default: the 49,152-token tokenizer
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "different tokenizer" in err and "--tokenizer" in err
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"), MemoryError("out of memory")])
+def test_cli_read_errors_exit_1(tmp_path, capsys, monkeypatch, error):
+    """A checkpoint that cannot be read (permissions, disk, memory) is not bad input: `error: ...`, status 1."""
+    model = tiny_model(seed=5, vocab_size=49152, context=64)
+    torch.save({"step": 2, "model": model.state_dict(), "model_config": model.config.to_dict()},
+               tmp_path / "checkpoint_step_2.pt")
+
+    def failing_load(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(torch, "load", failing_load)
+    for where in (tmp_path, tmp_path / "checkpoint_step_2.pt"):             # a folder, a file
+        assert generate_command(["Hi", "--checkpoint", str(where)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "cannot read checkpoint" in err and "checkpoint_step_2.pt" in err
+        assert type(error).__name__ in err and err.count("\n") == 1          # one line, no traceback
+    assert chat_command(["--message", "Hi", "--checkpoint", str(tmp_path)]) == 1
+    assert "cannot read checkpoint" in capsys.readouterr().err
 
 def test_cli_chat_loop(tmp_path, capsys, monkeypatch):
     import io
@@ -499,19 +542,19 @@ def test_cli_chat_loop(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(gen, "chat_stream", recording_chat_stream)
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello there\n\nHow are you?\n/reset\nAnd again\n"))
     base = ["--checkpoint", str(tmp_path), "--greedy", "--max-new-tokens", "5"]
-    assert cli("chat", base) == 0                                     # three turns, then EOF ends the loop
+    assert chat_command(base) == 0                                     # three turns, then EOF ends the loop
     assert [[m["content"] for m in msgs if m["role"] == "user"] for msgs in seen] == \
         [["Hello there"], ["Hello there", "How are you?"], ["And again"]]      # history kept, then reset
     assert [m["role"] for m in seen[1]] == ["user", "assistant", "user"]
     assert capsys.readouterr().out.count("\n") >= 3
-    assert cli("chat", base + ["--message", "Hi", "--system", "Be brief."]) == 0
+    assert chat_command(base + ["--message", "Hi", "--system", "Be brief."]) == 0
     assert seen[-1] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
 
 
 # ---- int8 decoding path (notebook 05, section 4b) ----
 
 def test_quantize_int8_follows_fp32_and_leaves_the_original(real):
-    from smollm2.generation import quantize_int8
+    from smollm2.quantize import quantize_int8
 
     _, ours, tok = real
     before = ours.model.layers[0].mlp.gate_proj.weight.clone()
@@ -534,7 +577,7 @@ def test_quantize_int8_follows_fp32_and_leaves_the_original(real):
 @pytest.mark.slow
 def test_smoothquant_int8(real):
     from smollm2.data import ensure_shakespeare
-    from smollm2.generation import quantize_int8, smooth_down_proj
+    from smollm2.quantize import quantize_int8, smooth_down_proj
 
     _, ours, tok = real
     calibration = tok.encode(ensure_shakespeare().read_text()[:6000])[:512]
@@ -555,7 +598,7 @@ def test_smoothquant_int8(real):
 
 
 def test_quantize_int8_bad_input(tiny):
-    from smollm2.generation import quantize_int8
+    from smollm2.quantize import quantize_int8
 
     with pytest.raises(ValueError, match="torch.nn.Module"):
         quantize_int8("model")

@@ -11,3 +11,4 @@ from .tokenizer import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
 from .generation import *  # noqa: F401,F403
+from .evaluate import *  # noqa: F401,F403

@@ -13,3 +13,4 @@ from .data import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
 from .generation import *  # noqa: F401,F403
 from .quantize import *  # noqa: F401,F403
+from .evaluate import *  # noqa: F401,F403

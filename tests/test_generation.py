@@ -5,7 +5,6 @@ The real-weights tests use SmolLM2-135M-Instruct from the offline GGUF file, loa
 transformers and by us (tests/conftest.py).
 """
 import dataclasses
-import warnings
 
 import pytest
 import torch
@@ -15,7 +14,6 @@ from smollm2.generation import (GenerationConfig, TextStreamer, apply_min_p, app
                                 load_training_checkpoint, prefill, stream)
 from smollm2.model import LlamaForCausalLM, SmolLM2Config
 
-warnings.filterwarnings("ignore")
 IM_END = 2
 
 

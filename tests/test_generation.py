@@ -12,7 +12,7 @@ import torch
 from smollm2.generation import (GenerationConfig, TextStreamer, apply_min_p, apply_repetition_penalty, apply_temperature,
                                 apply_top_k, apply_top_p, chat, chat_prompt, cli, decode_one_token, generate,
                                 load_training_checkpoint, prefill, stream)
-from smollm2.model import LlamaForCausalLM, SmolLM2Config
+from smollm2.model import LlamaForCausalLM, SmolLM2Config, to_transformers
 
 IM_END = 2
 
@@ -152,12 +152,7 @@ def test_greedy_equals_naive_loop(tiny, prompt):
 
 def test_sampling_equals_transformers(tiny, prompt):
     """The full pipeline (penalty, temperature, top-k, top-p, min-p, multinomial) draws what transformers draws."""
-    from transformers import LlamaConfig
-    from transformers import LlamaForCausalLM as HFLlama
-
-    cfg = {k: v for k, v in tiny.config.to_dict().items() if k not in ("architectures", "model_type")}
-    hf = HFLlama(LlamaConfig(**cfg)).eval()
-    hf.load_state_dict(tiny.state_dict())
+    hf = to_transformers(tiny)
     settings = [dict(temperature=0.9, top_k=50, top_p=0.9), dict(temperature=1.3, top_k=0, min_p=0.05, repetition_penalty=1.3),
                 dict(temperature=0.7, top_k=20, top_p=0.95, min_p=0.02, repetition_penalty=1.1)]
     for kw in settings:                          # top_k always given: transformers' default is 50, ours off

@@ -195,6 +195,7 @@ class _Exploit:
         return (os.system, ("touch pwned",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4 in the checkpoint:UserWarning")  # torch, on the crafted file
 def test_crafted_pickle_is_not_executed(text_file, tmp_path, monkeypatch):
     ck = tmp_path / "ck"
     make(text_file, ck, checkpoint_interval=2, target_steps=2).train()

@@ -194,12 +194,3 @@ def peak_memory_mb(device: str) -> float:
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-
-def hf_twin(model, device, attn="sdpa"):
-    """transformers' LlamaForCausalLM with our model's config and weights."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = {k: v for k, v in model.config.to_dict().items() if k not in ("architectures", "model_type")}
-    hf = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation=attn))
-    hf.load_state_dict(model.state_dict())          # every key: a mismatch must not pass silently
-    return hf.to(device)

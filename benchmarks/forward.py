@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from common import Results, base_parser, hf_twin, setup, side_by_side, summary
+from common import Results, base_parser, setup, side_by_side, summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from smollm2 import LlamaForCausalLM, SmolLM2Config  # noqa: E402
+from smollm2 import LlamaForCausalLM, SmolLM2Config, to_transformers  # noqa: E402
 
 
 def parse_lengths(ap, text: str) -> list[int]:
@@ -40,7 +40,7 @@ def main():
     dtype = setup(args)
     torch.manual_seed(0)
     ours = LlamaForCausalLM(SmolLM2Config()).eval()
-    theirs = hf_twin(ours, args.device).eval().to(dtype)
+    theirs = to_transformers(ours).to(args.device, dtype)          # eval mode, like ours
     ours = ours.to(args.device, dtype)
     res = Results("forward.py", args)
     for T in lengths:

@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import Results, base_parser, hf_twin, matmul_ceiling, peak_memory_mb, setup, side_by_side, summary
+from common import Results, base_parser, matmul_ceiling, peak_memory_mb, setup, side_by_side, summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from smollm2 import LlamaForCausalLM, SmolLM2Config  # noqa: E402
+from smollm2 import LlamaForCausalLM, SmolLM2Config, to_transformers  # noqa: E402
 from smollm2.model import LlamaMLP  # noqa: E402
 
 VARIANTS = ("ours", "ours-plain-loss", "ours-plain", "transformers", "transformers-default-adamw")
@@ -93,7 +93,7 @@ def build(side: str, device: str):
     ours = LlamaForCausalLM(SmolLM2Config()).to(device)
     if side == "ours":
         return ours
-    hf = hf_twin(ours, device)
+    hf = to_transformers(ours)                                     # on ours' device, in train mode
     del ours
     return hf
 
@@ -153,7 +153,7 @@ def peak_memory(args) -> dict[str, float]:
 def time_variants(args, dtype) -> tuple[dict[str, list[float]], int]:
     """Seconds per step of every variant, alternating in this process; the model's parameter count."""
     ours = build("ours", args.device).train()
-    theirs = hf_twin(ours, args.device).train()
+    theirs = to_transformers(ours)                                 # train mode, like ours
     fused = fused_adamw_supported(args.device)
     print(f"optimizer: AdamW(lr 3e-4, betas (0.9, 0.95), wd 0.01), {'fused' if fused else 'default (no fused kernel)'} "
           f"for ours and transformers; clip_grad_norm_ 1.0")

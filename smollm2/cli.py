@@ -33,7 +33,7 @@ def demo(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m smollm2 demo", description=COMMANDS["demo"][0])
     ap.add_argument("--train-steps", type=int, default=60, help="steps of the short training run (default 60)")
     args = ap.parse_args(argv)
-    from smollm2.model import LlamaForCausalLM, SmolLM2Config, create_model
+    from smollm2.model import create_model, to_transformers
 
     t0 = time.time()
     _section("1. SmolLM2-135M: parameter analysis (create_model(seed=42))")
@@ -41,14 +41,10 @@ def demo(argv=None) -> int:
 
     _section("2. Parity with transformers' LlamaForCausalLM (same random weights)")
     try:
-        from transformers import LlamaConfig
-        from transformers import LlamaForCausalLM as HF
+        hf = to_transformers(model)
     except ImportError:
-        HF = None
-    if HF is not None:
-        cfg = {k: v for k, v in model.config.to_dict().items() if k not in ("architectures", "model_type")}
-        hf = HF(LlamaConfig(**cfg, attn_implementation="sdpa")).eval()
-        hf.load_state_dict(model.state_dict(), strict=False)
+        hf = None
+    if hf is not None:
         ids = torch.randint(0, model.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             diff = (model(ids).logits - hf(ids).logits).abs().max().item()

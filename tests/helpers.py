@@ -1,27 +1,17 @@
 """Shared helpers for the tests (not a test module)."""
 import torch
-from transformers import LlamaConfig
-from transformers import LlamaForCausalLM as HFLlamaForCausalLM
 
-from smollm2 import LlamaForCausalLM, SmolLM2Config
+from smollm2 import LlamaForCausalLM, SmolLM2Config, to_transformers
 
 SMALL = dict(vocab_size=320, hidden_size=96, intermediate_size=192, num_hidden_layers=3,
              num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=512)
 
 
-def hf_config(cfg: SmolLM2Config) -> LlamaConfig:
-    d = {k: v for k, v in cfg.to_dict().items() if k not in ("architectures", "model_type")}
-    return LlamaConfig(**d, attn_implementation="sdpa")
-
-
 def twins(cfg: SmolLM2Config, seed: int = 0):
-    """(ours, transformers') with the same random weights, in eval mode."""
+    """(ours, transformers') with the same random weights, in eval mode: `smollm2.to_transformers` builds the twin."""
     torch.manual_seed(seed)
     ours = LlamaForCausalLM(cfg).eval()
-    theirs = HFLlamaForCausalLM(hf_config(cfg)).eval()
-    missing, unexpected = theirs.load_state_dict(ours.state_dict(), strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}
-    return ours, theirs
+    return ours, to_transformers(ours)
 
 
 def real_gguf_path():

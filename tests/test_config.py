@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smollm2 import SmolLM2Config
+from smollm2 import SmolLM2Config, transformers_config
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -20,13 +20,18 @@ def test_released_and_pretraining_files():
 
 
 def test_to_dict_round_trips_and_transformers_reads_it():
-    from transformers import LlamaConfig
-
     cfg = SmolLM2Config()
     d = cfg.to_dict()
     assert SmolLM2Config.from_dict(d) == cfg
-    hf = LlamaConfig(**{k: v for k, v in d.items() if k not in ("architectures", "model_type")})
+    hf = transformers_config(cfg)
     assert (hf.hidden_size, hf.num_key_value_heads, hf.tie_word_embeddings) == (576, 3, True)
+    # every field reads back under its own name; transformers >= 5 files rope_theta in rope_parameters
+    assert hf.rope_parameters == {"rope_theta": 100000.0, "rope_type": "default"}
+    assert {k: getattr(hf, k) for k in d if k not in ("architectures", "rope_theta", "rope_scaling")} == \
+        {k: v for k, v in d.items() if k not in ("architectures", "rope_theta", "rope_scaling")}
+    assert SmolLM2Config.from_dict(hf.to_dict()) == cfg                   # and back
+    with pytest.raises(ValueError, match=r"config: expected a SmolLM2Config, got dict"):
+        transformers_config(d)
 
 
 def test_yaml_missing_keys_and_sections(tmp_path):

@@ -5,7 +5,6 @@ The real-weights tests use SmolLM2-135M-Instruct from the offline GGUF file, loa
 transformers and by us (tests/conftest.py).
 """
 import dataclasses
-import warnings
 
 import pytest
 import torch
@@ -14,10 +13,9 @@ from smollm2.cli import chat_command, generate_command
 from smollm2.generation import (GenerationConfig, TextStreamer, apply_min_p, apply_repetition_penalty, apply_temperature,
                                 apply_top_k, apply_top_p, chat, chat_prompt, decode_one_token, generate, prefill,
                                 stream)
-from smollm2.model import LlamaForCausalLM, SmolLM2Config
+from smollm2.model import LlamaForCausalLM, SmolLM2Config, to_transformers
 from smollm2.train import load_training_checkpoint
 
-warnings.filterwarnings("ignore")
 IM_END = 2
 
 
@@ -156,12 +154,7 @@ def test_greedy_equals_naive_loop(tiny, prompt):
 
 def test_sampling_equals_transformers(tiny, prompt):
     """The full pipeline (penalty, temperature, top-k, top-p, min-p, multinomial) draws what transformers draws."""
-    from transformers import LlamaConfig
-    from transformers import LlamaForCausalLM as HFLlama
-
-    cfg = {k: v for k, v in tiny.config.to_dict().items() if k not in ("architectures", "model_type")}
-    hf = HFLlama(LlamaConfig(**cfg)).eval()
-    hf.load_state_dict(tiny.state_dict())
+    hf = to_transformers(tiny)
     settings = [dict(temperature=0.9, top_k=50, top_p=0.9), dict(temperature=1.3, top_k=0, min_p=0.05, repetition_penalty=1.3),
                 dict(temperature=0.7, top_k=20, top_p=0.95, min_p=0.02, repetition_penalty=1.1)]
     for kw in settings:                          # top_k always given: transformers' default is 50, ours off
@@ -195,15 +188,11 @@ def test_stop_tokens_and_padding(tiny):
     stop = free[0, 8 + 3].item()                                      # row 0's 4th new token
     assert stop not in free[0, 8:8 + 3].tolist()
     out = generate(tiny, rows, max_new_tokens=20, temperature=1.0, seed=0, eos_token_id=stop, pad_token_id=511)
-    first = out[0, 8:].tolist()
-    assert first[:4] == free[0, 8:12].tolist() and first[3] == stop
-    assert set(first[4:]) <= {511}                                    # padded after the stop token
     row1 = free[1, 8:].tolist()
-    hit = [i for i, t in enumerate(row1) if t == stop]
-    end = hit[0] + 1 if hit else 20
-    assert out[1, 8:8 + end].tolist() == row1[:end]
-    if not hit:
-        assert out.shape[1] == 8 + 20                                 # the other row kept going to the limit
+    assert stop not in row1                                           # row 1 never draws the stop token
+    assert out.shape == (2, 8 + 20)                                   # so the batch runs to the limit
+    assert out[0, 8:].tolist() == free[0, 8:12].tolist() + [511] * 16  # row 0: the stop token, then padding
+    assert out[1, 8:].tolist() == row1                                # row 1: unchanged by row 0's stop
     single = generate(tiny, rows[0], max_new_tokens=20, temperature=1.0, seed=0, stop_token_ids=[stop])
     assert single.shape[0] in range(len(rows[0]) + 1, len(rows[0]) + 21) and single[-1].item() == stop
 
@@ -212,8 +201,9 @@ def test_stop_strings(real):
     _, ours, tok = real
     ids = tok.encode("Count: one, two, three, four,")
     free = generate(ours, ids, max_new_tokens=30, temperature=0, eos_token_id=[])
-    word = tok.decode(free[len(ids):].tolist()).split(",")[1].strip()  # a word the model is going to write
-    assert word
+    text = tok.decode(free[len(ids):].tolist())
+    assert text.startswith(" five, six, seven,")                     # greedy: the model counts on
+    word = text.split(",")[1].strip()                                 # "six", a word it is going to write
     out = generate(ours, ids, max_new_tokens=30, temperature=0, eos_token_id=[], stop_strings=[word], tokenizer=tok)
     assert len(out) < len(free) and out.tolist() == free[:len(out)].tolist()       # the same tokens, cut short
     assert word in tok.decode(out[len(ids):].tolist())                             # at the token that spells it
@@ -362,7 +352,8 @@ def test_bad_input_stream_and_chat(tiny):
         stream(tiny, Tok(), "hi", top_p=2.0)
     with pytest.raises(ValueError, match="messages"):
         chat(tiny, Tok(), [])
-    assert "".join(stream(tiny, Tok(), "hi", max_new_tokens=5, temperature=0)) != ""
+    ids = generate(tiny, Tok().encode("hi"), max_new_tokens=5, temperature=0)
+    assert "".join(stream(tiny, Tok(), "hi", max_new_tokens=5, temperature=0)) == Tok().decode(ids[2:].tolist())
 
 
 # ------------------------------------------------------------------------------------------ the decode core
@@ -399,7 +390,7 @@ def test_generation_config_fields():
     assert not GenerationConfig().greedy and GenerationConfig(do_sample=False).greedy
     assert GenerationConfig(repetition_penalty=1.2).penalises_repetition
     assert not GenerationConfig(repetition_penalty=1.0).penalises_repetition
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'temperature'"):
         c.temperature = -1.0                                          # validated once: it cannot change after
 
 
@@ -475,14 +466,14 @@ def test_load_training_checkpoint_and_cli_generate(tmp_path, capsys):
 def test_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         generate_command(["Hi", "--checkpoint", str(tmp_path / "missing.pt")])
-    assert e.value.code == 2 and "checkpoint" in capsys.readouterr().err
+    assert e.value.code == 2 and f"checkpoint: no such file or folder: {tmp_path / 'missing.pt'}" in capsys.readouterr().err
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit) as e:
         generate_command(["Hi", "--checkpoint", str(tmp_path / "junk.pt")])
     assert e.value.code == 2 and "junk.pt" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         generate_command(["Hi", "--checkpoint", "a", "--weights", "b"])
-    assert e.value.code == 2
+    assert e.value.code == 2 and "--weights: not allowed with argument --checkpoint" in capsys.readouterr().err
 
 
 

@@ -42,8 +42,10 @@ def test_initialisation_follows_pretraining_config():
 
 
 def test_public_api_importable():
-    for name in ("SmolLM2Config", "LlamaForCausalLM", "create_model", "RMSNorm", "LlamaAttention", "KVCache"):
-        assert hasattr(smollm2, name), name
+    where = {"SmolLM2Config": "model", "LlamaForCausalLM": "model", "create_model": "model", "to_transformers": "model",
+             "transformers_config": "model", "RMSNorm": "layers", "LlamaAttention": "attention", "KVCache": "attention"}
+    for name, module in where.items():                   # re-exported at the top: the very object of its module
+        assert getattr(smollm2, name) is getattr(getattr(smollm2, module), name), name
     names = [n for n, _ in LlamaForCausalLM(SmolLM2Config(**SMALL)).named_parameters()]
     assert names[:3] == ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
                          "model.layers.0.self_attn.k_proj.weight"]

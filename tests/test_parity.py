@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from smollm2 import SmolLM2Config
+from smollm2 import LlamaForCausalLM, SmolLM2Config, to_transformers
 
 from helpers import SMALL, twins
 
@@ -21,8 +21,8 @@ def test_full_shape_logits_and_loss(full_twins, batch, seq):
     with torch.no_grad():
         a, b = ours(ids, labels=ids), theirs(ids, labels=ids)
     assert (a.logits - b.logits).abs().max().item() <= TOL
-    if seq > 1:
-        torch.testing.assert_close(a.loss, b.loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(a.loss, b.loss, rtol=1e-6, atol=1e-6, equal_nan=True)
+    assert a.loss.isnan().item() == (seq == 1)            # one token has nothing to predict: NaN, as in transformers
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -38,8 +38,8 @@ def test_small_shapes_many_seeds(seed, tied):
         with torch.no_grad():
             a, b = ours(ids, labels=labels), theirs(ids, labels=labels)
         assert (a.logits - b.logits).abs().max().item() <= TOL, (batch, seq)
-        if seq > 1 and (labels[:, 1:] != -100).any():
-            torch.testing.assert_close(a.loss, b.loss, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(a.loss, b.loss, rtol=1e-6, atol=1e-6, equal_nan=True)
+        assert a.loss.isnan().item() == (seq == 1), (batch, seq)   # NaN only when nothing is left to predict
 
 
 def test_rope_theta_and_eps_follow_the_config():
@@ -93,3 +93,23 @@ def test_fused_training_loss_matches_transformers(tied):
     g_theirs = dict(theirs.named_parameters())
     for name, p in ours.named_parameters():
         torch.testing.assert_close(p.grad, g_theirs[name].grad, rtol=1e-4, atol=1e-6)
+
+
+def test_to_transformers_copies_weights_device_dtype_and_mode():
+    """The one builder of the transformers twin: a strict copy of every weight, the tie kept or not, our dtype,
+    device and train/eval mode, and a clear error for anything that is not our model."""
+    torch.manual_seed(1)
+    ours = LlamaForCausalLM(SmolLM2Config(**SMALL, tie_word_embeddings=False)).to(torch.bfloat16).train()
+    theirs = to_transformers(ours)
+    assert theirs.training and theirs.dtype == torch.bfloat16 and theirs.device == torch.device("cpu")
+    assert theirs.config._attn_implementation == "sdpa"
+    mine, copied = ours.state_dict(), theirs.state_dict()
+    assert list(copied) == list(mine)
+    for name, value in mine.items():                     # equal values in separate storage: a copy, not a view
+        assert torch.equal(copied[name], value) and copied[name].data_ptr() != value.data_ptr(), name
+    assert theirs.lm_head.weight.data_ptr() != theirs.model.embed_tokens.weight.data_ptr()   # untied stays untied
+    tied = to_transformers(LlamaForCausalLM(SmolLM2Config(**SMALL)).eval(), attn_implementation="eager")
+    assert not tied.training and tied.config._attn_implementation == "eager"
+    assert tied.lm_head.weight.data_ptr() == tied.model.embed_tokens.weight.data_ptr()        # tied stays tied
+    with pytest.raises(ValueError, match=r"model: expected a smollm2 LlamaForCausalLM, got LlamaForCausalLM"):
+        to_transformers(theirs)                           # transformers' own class is not ours

@@ -1,8 +1,8 @@
 """Never lose a run, never trust bad bytes (issue 15): crafted files, unusable caches, the one atomic writer."""
 import json
 import os
-import warnings
 
+import gguf
 import numpy as np
 import pytest
 import torch
@@ -10,9 +10,6 @@ import torch
 from smollm2 import LlamaForCausalLM, SmolLM2Config
 from smollm2.io import TEMP_NAME, atomic_write
 from smollm2.weights import from_pretrained, save_pretrained
-
-warnings.filterwarnings("ignore", category=DeprecationWarning)
-import gguf  # noqa: E402
 
 TINY = SmolLM2Config(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)

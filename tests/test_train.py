@@ -195,6 +195,7 @@ class _Exploit:
         return (os.system, ("touch pwned",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4 in the checkpoint:UserWarning")  # torch, on the crafted file
 def test_crafted_pickle_is_not_executed(text_file, tmp_path, monkeypatch):
     ck = tmp_path / "ck"
     make(text_file, ck, checkpoint_interval=2, target_steps=2).train()
@@ -294,13 +295,18 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(text_file, tmp_path):
     assert t.step == 4 and snapshot(ck) == before
 
 
+class _Unpicklable:
+    def __reduce__(self):
+        raise pickle.PicklingError("this object refuses to be pickled")
+
+
 def test_save_checkpoint_is_atomic_and_rotates(tmp_path):
     for step in range(1, 6):
         save_checkpoint({"step": step, "model": {}}, tmp_path, step, max_checkpoints=3)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4, 5]
     assert not list(tmp_path.glob(".*"))                                   # no temporary file left
-    with pytest.raises(Exception):
-        save_checkpoint({"step": 6, "model": lambda: 0}, tmp_path, 6)    # cannot be pickled: nothing changes
+    with pytest.raises(pickle.PicklingError, match="refuses to be pickled"):   # the write fails: nothing changes
+        save_checkpoint({"step": 6, "model": _Unpicklable()}, tmp_path, 6)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4, 5] and not list(tmp_path.glob(".*"))
 
 

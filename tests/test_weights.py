@@ -1,24 +1,20 @@
 """Real weights: GGUF and Hugging Face checkpoints load into our model with transformers' logits; export back."""
 import json
 import shutil
-import warnings
 
+import gguf
 import numpy as np
 import pytest
 import torch
+import transformers
 
 import smollm2
 from smollm2.weights import KNOWN_MODELS, from_pretrained, resolve_source, save_pretrained, unpermute_qk
 
-warnings.filterwarnings("ignore")
-import gguf  # noqa: E402
-import transformers  # noqa: E402
+from helpers import real_gguf_path
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n    if n < 2:", "1 + 1 = 2, 12 * 12 = 144.",
            "Shall I compare thee to a summer's day?", "<|im_start|>user\nHi!<|im_end|>\n"]
-
-
-from helpers import real_gguf_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -114,8 +114,10 @@ def _load_tokenizer(name: str):
     return load_tokenizer(name)
 
 
-def _train_parser() -> argparse.ArgumentParser:
+def _train_parser():
     """`python -m smollm2 train`'s flags: how to make the model and tokenizer, then one per TrainConfig field."""
+    import argparse
+
     ap = argparse.ArgumentParser(
         prog="python -m smollm2 train",
         description="Train SmolLM2 on a text file (default: Shakespeare), resuming from the newest checkpoint in "
@@ -138,9 +140,10 @@ def _train_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _add_setting_flags(ap: argparse.ArgumentParser, groups: dict) -> dict:
+def _add_setting_flags(ap, groups: dict) -> dict:
     """One flag per TrainConfig field (`--batch-size` for batch_size, or the field's `flags`; a tuple field gets
     one flag per item: `--beta1 --beta2`), with its default and help, in its group; returns the groups."""
+    import argparse
     from dataclasses import fields
 
     from smollm2.train import TrainConfig
@@ -164,7 +167,7 @@ def _add_setting_flags(ap: argparse.ArgumentParser, groups: dict) -> dict:
     return groups
 
 
-def _train_settings(args: argparse.Namespace):
+def _train_settings(args):
     """The TrainConfig of parsed `python -m smollm2 train` flags (validated: a bad value raises ValueError)."""
     from dataclasses import fields
 
@@ -180,7 +183,7 @@ def _train_settings(args: argparse.Namespace):
     return TrainConfig(**values)
 
 
-def _train_model(args: argparse.Namespace):
+def _train_model(args):
     if args.init == "pretrained":
         from smollm2.weights import from_pretrained
 
@@ -195,6 +198,8 @@ def _train_model(args: argparse.Namespace):
 @command("train", "train SmolLM2 on a text file (default: Shakespeare), resuming from checkpoints (notebook 04)")
 def train_command(argv=None) -> int:
     """`python -m smollm2 train [options]`, the seed's `python train.py`; returns the exit status."""
+    import sys
+
     args = _train_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -100,11 +100,127 @@ def params_command(argv=None) -> int:
     return 0
 
 
+def _load_tokenizer(name: str):
+    if name == "bytes":
+        from smollm2.data import ByteTokenizer
+
+        return ByteTokenizer()
+    from smollm2.tokenizer import load_tokenizer
+
+    return load_tokenizer(name)
+
+
+def _train_parser():
+    """`python -m smollm2 train`'s flags: how to make the model and tokenizer, then one per TrainConfig field."""
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m smollm2 train",
+        description="Train SmolLM2 on a text file (default: Shakespeare), resuming from the newest checkpoint in "
+                    "--checkpoint-dir. Defaults reproduce the seed's train.py: SmolLM2-135M from scratch, batch "
+                    "4 x 512 tokens, lr 3e-3, a checkpoint every 50 steps keeping 3, 5000 steps. Under torchrun "
+                    "it trains with DistributedDataParallel.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    m = ap.add_argument_group("model and data")
+    m.add_argument("--init", choices=("scratch", "pretrained"), default="scratch",
+                   help="start from random weights (create_model) or from released weights (--weights)")
+    m.add_argument("--weights", default="smollm2-135m-instruct",
+                   help="with --init pretrained: a short name, a Hugging Face directory or a GGUF file")
+    m.add_argument("--config", default=None,
+                   help="with --init scratch: a model config (.json config.json or nanotron .yaml); default 135M")
+    m.add_argument("--model-seed", type=int, default=42, help="seed of the random initialisation")
+    m.add_argument("--tokenizer", default="smollm2-135m-instruct",
+                   help="tokenizer name for load_tokenizer, or 'bytes' (one token per byte, for toy models)")
+    groups = _add_setting_flags(ap, {"model and data": m})
+    groups["hardware"].add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    return ap
+
+
+def _add_setting_flags(ap, groups: dict) -> dict:
+    """One flag per TrainConfig field (`--batch-size` for batch_size, or the field's `flags`; a tuple field gets
+    one flag per item: `--beta1 --beta2`), with its default and help, in its group; returns the groups."""
+    import argparse
+    from dataclasses import fields
+
+    from smollm2.train import TrainConfig
+
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        if meta["group"] not in groups:
+            groups[meta["group"]] = ap.add_argument_group(meta["group"])
+        group, flags = groups[meta["group"]], meta["flags"] or ("--" + f.name.replace("_", "-"),)
+        help = meta["help"].replace("%", "%%")
+        if isinstance(f.default, tuple):
+            for flag, default in zip(flags, f.default):
+                group.add_argument(flag, type=type(default), default=default, help=f"{help} {flag[2:]}")
+        elif isinstance(f.default, bool):     # --restart; a setting that is on by default: --progress/--no-progress
+            action = argparse.BooleanOptionalAction if f.default else "store_true"
+            group.add_argument(*flags, dest=f.name, action=action, default=f.default, help=help)
+        else:
+            metavar = None if "choices" in meta else flags[0][2:].upper().replace("-", "_")     # --lr LR
+            group.add_argument(*flags, dest=f.name, type=meta.get("type", type(f.default)), default=f.default,
+                               choices=meta.get("choices"), metavar=metavar, help=help)
+    return groups
+
+
+def _train_settings(args):
+    """The TrainConfig of parsed `python -m smollm2 train` flags (validated: a bad value raises ValueError)."""
+    from dataclasses import fields
+
+    from smollm2.train import TrainConfig
+
+    values = {}
+    for f in fields(TrainConfig):
+        if isinstance(f.default, tuple):
+            values[f.name] = tuple(getattr(args, flag[2:].replace("-", "_")) for flag in f.metadata["flags"])
+        else:
+            value = getattr(args, f.name)
+            values[f.name] = None if "off" in f.metadata and value == f.metadata["off"] else value
+    return TrainConfig(**values)
+
+
+def _train_model(args):
+    if args.init == "pretrained":
+        from smollm2.weights import from_pretrained
+
+        return from_pretrained(args.weights)
+    import os
+
+    from smollm2.model import create_model
+
+    return create_model(seed=args.model_seed, config=args.config, verbose=int(os.environ.get("RANK", "0")) == 0)
+
+
 @command("train", "train SmolLM2 on a text file (default: Shakespeare), resuming from checkpoints (notebook 04)")
 def train_command(argv=None) -> int:
-    from smollm2.train import cli as train_cli
+    """`python -m smollm2 train [options]`, the seed's `python train.py`; returns the exit status."""
+    import sys
 
-    return train_cli(argv)
+    args = _train_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        from smollm2.train import ModelTrainer
+
+        settings = _train_settings(args)
+        trainer = ModelTrainer(_train_model(args), _load_tokenizer(args.tokenizer), config=settings)
+        if trainer.is_main:
+            where = f"resuming from {trainer.checkpoint_path}" if trainer.checkpoint_path else "starting at step 0"
+            print(f"training on {trainer.device} ({trainer.world_size} process(es)), {where}, until step "
+                  f"{settings.target_steps}; {trainer.tokens_per_step:,} tokens a step", flush=True)
+        trainer.train(settings.target_steps)
+        if trainer.is_main:
+            print(f"done: step {trainer.step}, loss {trainer.history[-1]['loss']:.4f}, checkpoint "
+                  f"{trainer.checkpoint_path}" if trainer.history else f"done: {trainer.checkpoint_path}")
+        return 0
+    except (ValueError, OSError, MemoryError, FloatingPointError) as e:    # OSError: disk full, unwritable, ...
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 import contextlib

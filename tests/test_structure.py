@@ -68,7 +68,7 @@ def test_import_rule_catches_a_circle(tmp_path):
 
 # Functions longer than this are hard to read in one screen. Known exceptions may only shrink.
 MAX_LINES = 60
-KNOWN_LONG = {"train.ModelTrainer.__init__": 132, "train._build_parser": 63}   # until a TrainConfig holds them
+KNOWN_LONG: dict[str, int] = {}
 
 
 def long_functions() -> dict[str, int]:

@@ -1,8 +1,11 @@
 """smollm2.train: ModelTrainer's schedule, exact resume, checkpoints and bad input (tiny models, CPU)."""
+import dataclasses
+import inspect
 import json
 import math
 import os
 import pickle
+import re
 import warnings
 
 import pytest
@@ -11,7 +14,8 @@ import torch
 import smollm2
 from smollm2 import LlamaForCausalLM, SmolLM2Config
 from smollm2.data import ByteTokenizer, build_shakespeare_text
-from smollm2.train import (ModelTrainer, cli, default_warmup_steps, list_checkpoints, lr_multiplier,
+from smollm2.cli import train_command as cli
+from smollm2.train import (ModelTrainer, TrainConfig, default_warmup_steps, list_checkpoints, lr_multiplier,
                            param_groups, save_checkpoint)
 
 TINY = SmolLM2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -508,3 +512,171 @@ def test_resume_on_other_text_is_a_clear_error(text_file, tmp_path):
 def test_directory_as_input_file_says_so(tmp_path):
     with pytest.raises(IsADirectoryError, match=r"input_file .* is a directory \(expected a UTF-8 text file\)"):
         make(tmp_path, tmp_path / "ck")
+
+
+# ---- TrainConfig: every setting once (validated, saved, compared on resume, the CLI's flags) -------------------
+@pytest.mark.parametrize("kw, match", [
+    (dict(batch_size=0), r"^batch_size must be an integer >= 1, got 0$"),
+    (dict(seed=True), r"^seed must be an integer >= 0, got True$"),
+    (dict(target_steps=2.0), r"^target_steps must be an integer >= 1, got 2.0$"),
+    (dict(warmup_steps=-1), r"^warmup_steps must be an integer >= 0, got -1$"),
+    (dict(eps=0), r"^eps must be a positive number, got 0$"),
+    (dict(learning_rate="3e-3"), r"^learning_rate must be a positive number, got '3e-3'$"),
+    (dict(weight_decay=-0.1), r"^weight_decay must be >= 0, got -0.1$"),
+    (dict(decay_fraction=1.5), r"^decay_fraction must be in \[0, 1\], got 1.5$"),
+    (dict(min_lr_ratio=-0.1), r"^min_lr_ratio must be in \[0, 1\], got -0.1$"),
+    (dict(val_fraction=1.0), r"^val_fraction must be in \[0, 1\), got 1.0$"),
+    (dict(grad_clip=0), r"^grad_clip must be positive \(or None for no clipping\), got 0$"),
+    (dict(betas=(0.9, 1.0)), r"^betas must be two numbers in \[0, 1\), got \(0.9, 1.0\)$"),
+    (dict(betas=0.9), r"^betas must be two numbers in \[0, 1\), got 0.9$"),
+    (dict(schedule="linear"), r"^schedule must be one of \('wsd', 'cosine', 'constant'\), got 'linear'$"),
+    (dict(input_file=None), r"^input_file must be a path \(str or pathlib.Path\), got None$"),
+    (dict(checkpoint_dir=3), r"^checkpoint_dir must be a path"),
+    (dict(sample_prompt=None), r"^sample_prompt must be a string, got None$"),
+    (dict(progress="no"), r"^progress must be True or False, got 'no'$"),
+    (dict(restart=1), r"^restart must be True or False, got 1$"),
+    (dict(dtype="float16"), r"^dtype must be 'auto', 'float32' or 'bfloat16', got 'float16'$"),
+    (dict(device="gpu"), r"^device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu'$"),
+])
+def test_trainconfig_rejects_bad_values_naming_the_setting(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+    with pytest.raises(ValueError, match=match):                 # a copy is validated too
+        dataclasses.replace(TrainConfig(), **kw)
+
+
+def test_trainconfig_defaults_are_the_seed_and_values_are_normalised():
+    c = TrainConfig()
+    seed = dict(input_file="data/input.txt", batch_size=4, max_length=512, learning_rate=3e-3,
+                checkpoint_dir="checkpoints", checkpoint_interval=50, max_checkpoints=3, target_steps=5000)
+    assert {k: getattr(c, k) for k in seed} == seed
+    c = TrainConfig(learning_rate=1, betas=[0, 0.5], grad_clip=2, weight_decay=0)
+    assert c.betas == (0.0, 0.5) and all(type(v) is float for v in (c.learning_rate, c.grad_clip, c.weight_decay))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.batch_size = 8
+    resume = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resume"]}
+    assert resume == {"val_fraction", "batch_size", "max_length", "grad_accum", "learning_rate", "schedule",
+                      "warmup_steps", "decay_fraction", "min_lr_ratio", "weight_decay", "betas", "eps",
+                      "grad_clip", "seed"}
+    assert c.resume_settings()["betas"] == [0.0, 0.5] and set(c.resume_settings()) == resume   # plain values
+
+
+def test_config_or_keywords_or_the_seeds_positions_give_one_trainer(text_file, tmp_path):
+    kw = dict(sample_interval=0, eval_interval=4, eval_batches=2, progress=False, device="cpu", dtype="float32")
+    by_keyword = make(text_file, tmp_path / "a")
+    by_position = ModelTrainer(tiny_model(), ByteTokenizer(), text_file, 2, 32, 3e-3, tmp_path / "b", 3, 3, 12, **kw)
+    config = TrainConfig(input_file=text_file, batch_size=2, max_length=32, checkpoint_dir=tmp_path / "c",
+                         checkpoint_interval=3, target_steps=12, **kw)
+    by_config = ModelTrainer(tiny_model(), ByteTokenizer(), config=config)
+    overridden = ModelTrainer(tiny_model(), ByteTokenizer(), config=dataclasses.replace(config, batch_size=5),
+                              batch_size=2, checkpoint_dir=tmp_path / "d")
+    for t in (by_position, by_config, overridden):
+        assert t.config == by_keyword.config                       # what the checkpoints will hold
+        assert dataclasses.replace(t.settings, checkpoint_dir="x") == dataclasses.replace(by_keyword.settings,
+                                                                                          checkpoint_dir="x")
+    assert by_config.settings.warmup_steps == default_warmup_steps(12) == by_config.config["warmup_steps"]
+    assert by_config.batch_size == 2 and by_config.sample_prompt == "First Citizen:"     # settings as attributes
+    sig = inspect.signature(ModelTrainer)
+    assert list(sig.parameters)[:10] == ["model", "tokenizer", "input_file", "batch_size", "max_length",
+                                         "learning_rate", "checkpoint_dir", "checkpoint_interval",
+                                         "max_checkpoints", "target_steps"]
+    assert sig.parameters["decay_fraction"].default == 0.2 and sig.parameters["config"].default is None
+
+
+def test_trainer_arguments_that_are_not_settings(text_file, tmp_path):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'learning_rat'"):
+        make(text_file, tmp_path / "ck", learning_rat=1e-3)
+    with pytest.raises(TypeError, match=r"multiple values for argument 'batch_size'"):
+        ModelTrainer(tiny_model(), ByteTokenizer(), text_file, 2, batch_size=4)
+    with pytest.raises(TypeError, match=r"at most 10 positional arguments .* but 11 were given"):
+        ModelTrainer(tiny_model(), ByteTokenizer(), text_file, 2, 32, 3e-3, tmp_path / "ck", 3, 3, 12, 0)
+    with pytest.raises(ValueError, match=r"config must be a TrainConfig, got dict"):
+        ModelTrainer(tiny_model(), ByteTokenizer(), config={"batch_size": 2})
+    assert not (tmp_path / "ck").exists()
+
+
+# a valid value other than make()'s for every setting that shapes the run
+CHANGED = dict(val_fraction=0.2, batch_size=3, max_length=16, grad_accum=2, learning_rate=1e-3, schedule="cosine",
+               warmup_steps=5, decay_fraction=0.5, min_lr_ratio=0.1, weight_decay=0.1, betas=(0.8, 0.95), eps=1e-6,
+               grad_clip=None, seed=7)
+
+
+@pytest.fixture(scope="module")
+def trained_dir(text_file, tmp_path_factory):
+    ck = tmp_path_factory.mktemp("trained") / "ck"
+    make(text_file, ck, target_steps=3).train()
+    return ck
+
+
+def test_every_resume_setting_is_checked():
+    assert set(CHANGED) == {f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resume"]}
+
+
+@pytest.mark.parametrize("name", CHANGED)
+def test_resume_with_a_changed_setting_is_refused_naming_it(text_file, trained_dir, name):
+    before = snapshot(trained_dir)
+    saved = torch.load(trained_dir / "checkpoint_step_3.pt", weights_only=True)["train_config"][name]
+    now = TrainConfig(**{name: CHANGED[name]}).resume_settings()[name]
+    with pytest.raises(ValueError, match=rf"checkpoint_step_3\.pt was saved with a different configuration; resume "
+                                         rf"with the same settings(.|\n)*\n  {name}: checkpoint "
+                                         rf"{re.escape(repr(saved))}, now {re.escape(repr(now))}$"):
+        make(text_file, trained_dir, **{name: CHANGED[name]})
+    assert snapshot(trained_dir) == before
+
+
+def test_resume_with_other_per_run_settings_is_fine(text_file, trained_dir):
+    t = make(text_file, trained_dir, checkpoint_interval=5, max_checkpoints=1, eval_interval=0, eval_batches=1,
+             sample_interval=7, sample_tokens=3, log_interval=2, target_steps=20)
+    assert t.step == 3 and t.total_steps == 20 and t.config["warmup_steps"] == default_warmup_steps(12)
+
+
+# the documented spelling of every TrainConfig field on the command line, and a value other than the default
+FLAGS = {"input_file": (["--input", "other.txt"], "other.txt"), "val_fraction": (["--val-fraction", "0.2"], 0.2),
+         "target_steps": (["--target-steps", "7"], 7), "batch_size": (["--batch-size", "3"], 3),
+         "max_length": (["--max-length", "16"], 16), "grad_accum": (["--grad-accum", "2"], 2),
+         "learning_rate": (["--lr", "1e-4"], 1e-4), "schedule": (["--schedule", "cosine"], "cosine"),
+         "warmup_steps": (["--warmup-steps", "3"], 3), "decay_fraction": (["--decay-fraction", "0.5"], 0.5),
+         "min_lr_ratio": (["--min-lr-ratio", "0.1"], 0.1), "weight_decay": (["--weight-decay", "0.1"], 0.1),
+         "betas": (["--beta1", "0.8", "--beta2", "0.99"], (0.8, 0.99)), "eps": (["--eps", "1e-6"], 1e-6),
+         "grad_clip": (["--grad-clip", "0"], None), "seed": (["--seed", "7"], 7),
+         "checkpoint_dir": (["--checkpoint-dir", "ck"], "ck"),
+         "checkpoint_interval": (["--checkpoint-interval", "5"], 5),
+         "max_checkpoints": (["--max-checkpoints", "2"], 2), "restart": (["--restart"], True),
+         "allow_data_change": (["--allow-data-change"], True), "eval_interval": (["--eval-interval", "5"], 5),
+         "eval_batches": (["--eval-batches", "2"], 2), "sample_interval": (["--sample-interval", "0"], 0),
+         "sample_prompt": (["--sample-prompt", "ROMEO:"], "ROMEO:"), "sample_tokens": (["--sample-tokens", "5"], 5),
+         "log_interval": (["--log-interval", "1"], 1), "progress": (["--no-progress"], False),
+         "device": (["--device", "cpu"], "cpu"), "dtype": (["--dtype", "float32"], "float32"),
+         "compile": (["--compile"], True)}
+
+
+def test_cli_flags_are_the_trainconfig_fields(capsys):
+    from smollm2.cli import _train_parser, _train_settings
+
+    ap = _train_parser()
+    assert list(FLAGS) == [f.name for f in dataclasses.fields(TrainConfig)]
+    model_flags = {"help", "init", "weights", "config", "model_seed", "tokenizer", "threads"}
+    assert {a.dest for a in ap._actions} - model_flags == set(FLAGS) - {"betas"} | {"beta1", "beta2"}
+    assert _train_settings(ap.parse_args([])) == TrainConfig()                  # the same defaults
+    for name, (argv, value) in FLAGS.items():                                   # each flag sets its field only
+        assert _train_settings(ap.parse_args(argv)) == dataclasses.replace(TrainConfig(), **{name: value}), argv
+    assert _train_settings(ap.parse_args(["--steps", "9", "--learning-rate", "0.01", "--grad-clip", "0.5"])) == \
+        TrainConfig(target_steps=9, learning_rate=0.01, grad_clip=0.5)
+    with pytest.raises(SystemExit):
+        cli(["--help"])
+    flat = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(TrainConfig):                                   # each field's help is its flag's
+        assert " ".join(f.metadata["help"].split()) in flat, f.name
+
+
+def test_cli_refuses_a_changed_setting_on_resume(text_file, tmp_path, capsys):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY.to_dict()))
+    args = ["--config", str(config), "--tokenizer", "bytes", "--input", str(text_file), "--batch-size", "2",
+            "--max-length", "32", "--checkpoint-dir", str(tmp_path / "ck"), "--sample-interval", "0",
+            "--no-progress", "--device", "cpu", "--steps", "2"]
+    assert cli(args) == 0
+    capsys.readouterr()
+    assert cli(args + ["--beta2", "0.99"]) == 1
+    err = capsys.readouterr().err
+    assert "was saved with a different configuration" in err and "betas: checkpoint [0.9, 0.95], now [0.9, 0.99]" in err

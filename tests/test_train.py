@@ -328,12 +328,17 @@ def test_cli_help_documents_every_setting(capsys):
     assert "(default: 5000)" in flat and "(default: 0.003)" in flat and "(default: checkpoints)" in flat
 
 
-def test_cli_trains_and_resumes(text_file, tmp_path, capsys):
+def tiny_train_args(text_file, tmp_path) -> list[str]:
+    """`python -m smollm2 train` arguments for a tiny byte-level model on `text_file`, checkpoints in tmp_path/ck."""
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY.to_dict()))
-    args = ["--config", str(config), "--tokenizer", "bytes", "--input", str(text_file), "--batch-size", "2",
-            "--max-length", "32", "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-interval", "2",
-            "--sample-interval", "0", "--no-progress", "--device", "cpu"]
+    return ["--config", str(config), "--tokenizer", "bytes", "--input", str(text_file), "--batch-size", "2",
+            "--max-length", "32", "--checkpoint-dir", str(tmp_path / "ck"), "--sample-interval", "0",
+            "--no-progress", "--device", "cpu"]
+
+
+def test_cli_trains_and_resumes(text_file, tmp_path, capsys):
+    args = tiny_train_args(text_file, tmp_path) + ["--checkpoint-interval", "2"]
     assert cli(args + ["--steps", "3"]) == 0
     assert cli(args + ["--steps", "4"]) == 0
     out = capsys.readouterr().out
@@ -670,11 +675,7 @@ def test_cli_flags_are_the_trainconfig_fields(capsys):
 
 
 def test_cli_refuses_a_changed_setting_on_resume(text_file, tmp_path, capsys):
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(TINY.to_dict()))
-    args = ["--config", str(config), "--tokenizer", "bytes", "--input", str(text_file), "--batch-size", "2",
-            "--max-length", "32", "--checkpoint-dir", str(tmp_path / "ck"), "--sample-interval", "0",
-            "--no-progress", "--device", "cpu", "--steps", "2"]
+    args = tiny_train_args(text_file, tmp_path) + ["--steps", "2"]
     assert cli(args) == 0
     capsys.readouterr()
     assert cli(args + ["--beta2", "0.99"]) == 1

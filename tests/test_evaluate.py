@@ -8,26 +8,22 @@ import sys
 import pytest
 import torch
 
-from helpers import SMALL, real_gguf_path, twins
+from helpers import SMALL, twins
 from smollm2 import SmolLM2Config
 from smollm2.evaluate import (HELLASWAG_PATH, compare_logits, encode_pair, hellaswag, lm_eval_model,
                               load_hellaswag, perplexity, score_choices, score_tokens)
 
 
 @pytest.fixture(scope="module")
-def real():
-    from smollm2 import from_pretrained, load_tokenizer
-
-    return from_pretrained("smollm2-135m-instruct").eval(), load_tokenizer("smollm2-135m-instruct")
+def real(real_ours, real_tok):
+    """Our model and tokenizer from the offline GGUF (loaded once per session, tests/conftest.py)."""
+    return real_ours, real_tok
 
 
 @pytest.fixture(scope="module")
-def hf_real():
+def hf_real(real_hf):
     """transformers' own LlamaForCausalLM, loaded (and dequantised) from the same GGUF file."""
-    from transformers import LlamaForCausalLM
-
-    path = real_gguf_path()
-    return LlamaForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    return real_hf
 
 
 def first_tasks(n):

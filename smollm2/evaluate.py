@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from smollm2.data import encode_text     # notebook 04's tokenizer adapter
+
 
 _ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd().parent  # the repo
 HELLASWAG_PATH = _ROOT.parent / "shared" / "data" / "hellaswag_val_full.txt.bz2"
@@ -26,15 +28,6 @@ def _special_id(tokenizer, which: str):
     token = getattr(tokenizer, f"{which}_token", None)
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
     return backend.token_to_id(token) if token and hasattr(backend, "token_to_id") else None
-
-
-def _encode(tokenizer, text: str) -> list[int]:
-    """Token ids of `text`, no special tokens added (transformers, SmolLM2Tokenizer or a `tokenizers.Tokenizer`)."""
-    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
-    if type(backend).__module__.startswith("tokenizers"):
-        return backend.encode(text, add_special_tokens=False).ids
-    ids = tokenizer.encode(text)
-    return list(getattr(ids, "ids", ids))
 
 
 def _prefix_token(tokenizer, model) -> int:
@@ -52,11 +45,11 @@ def encode_pair(tokenizer, context: str, continuation: str, prefix_token: int = 
     continuation; `context + continuation` is encoded whole and its tokens after the context's count are the
     continuation's. An empty context becomes `[prefix_token]`."""
     if not context:
-        return [prefix_token], _encode(tokenizer, continuation)
+        return [prefix_token], encode_text(tokenizer, continuation)
     n = len(context) - len(context.rstrip())
     if n:
         context, continuation = context[:-n], context[-n:] + continuation
-    whole, ctx = _encode(tokenizer, context + continuation), _encode(tokenizer, context)
+    whole, ctx = encode_text(tokenizer, context + continuation), encode_text(tokenizer, context)
     return ctx, whole[len(ctx):]
 
 
@@ -222,7 +215,7 @@ def perplexity(model, tokenizer, text: str, max_length: int = 1024, stride: int 
     if not isinstance(text, str) or not text:
         raise ValueError(f"text: expected a non-empty string, got {text!r:.40}")
     _check_window(model, max_length, stride)
-    ids = _encode(tokenizer, text)
+    ids = encode_text(tokenizer, text)
     if len(ids) < 2:
         raise ValueError(f"text: needs at least 2 tokens (the first is never scored), got {len(ids)}")
     dev = model.model.embed_tokens.weight.device
@@ -260,7 +253,7 @@ def compare_logits(reference, candidate, tokenizer, text: str, max_length: int =
     if not isinstance(text, str) or not text:
         raise ValueError(f"text: expected a non-empty string, got {text!r:.40}")
     _check_window(reference, max_length, 1)
-    ids = torch.tensor(_encode(tokenizer, text))
+    ids = torch.tensor(encode_text(tokenizer, text))
     kls, same, diffs = [], [], []
     for s in range(0, len(ids), max_length):
         x = ids[s:s + max_length][None]
@@ -305,7 +298,7 @@ class _LMEvalMethods:
         return self.model.config.max_position_embeddings
 
     def tok_encode(self, string: str, add_special_tokens=None, **kwargs) -> list[int]:
-        return _encode(self.tokenizer, string)
+        return encode_text(self.tokenizer, string)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
         """[(request key, context ids, continuation ids)] -> [(log-prob, is greedy)], contexts shared."""

@@ -9,6 +9,8 @@ from typing import Iterator
 
 import torch
 
+from smollm2.data import decode_tokens, encode_text     # notebook 04's tokenizer adapter
+
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Sharpen (T < 1) or flatten (T > 1) the distribution: softmax(logits / T)."""
@@ -127,15 +129,6 @@ class GenerationConfig:
         return self.repetition_penalty is not None and self.repetition_penalty != 1.0
 
 
-def _decode_text(tokenizer, ids, skip_special_tokens: bool = True) -> str:
-    return tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
-
-
-def _encode_text(tokenizer, text: str) -> list[int]:
-    enc = tokenizer.encode(text)
-    return list(getattr(enc, "ids", enc))        # a tokenizers.Tokenizer returns an Encoding, transformers a list
-
-
 def prefill(model, ids: torch.Tensor, mask: torch.Tensor | None, cache) -> torch.Tensor:
     """One forward over the (B, T) prompt: fills `cache`; returns the (B, V) logits of the last position.
 
@@ -182,7 +175,7 @@ class _Stops:
             for b in range(len(tok)):
                 if not self.done[b]:
                     recent = self.new[b, max(0, i + 1 - self.window):i + 1].tolist()
-                    text = _decode_text(self.tokenizer, recent, False)
+                    text = decode_tokens(self.tokenizer, recent)
                     self.done[b] = any(s in text for s in self.strings)
         return tok
 
@@ -393,7 +386,7 @@ class TextStreamer:
         self.prefix = self.read = 0    # ids[prefix:read]: text already handed out, kept as decoding context
 
     def _text(self, end: int | None = None) -> str:
-        return _decode_text(self.tokenizer, self.ids[self.prefix:end], self.skip)
+        return decode_tokens(self.tokenizer, self.ids[self.prefix:end], self.skip)
 
     def push(self, token_id: int) -> str:
         """Add one id; return the newly completed text ('' while a character is still incomplete)."""
@@ -416,7 +409,7 @@ def stream(model, tokenizer, prompt, skip_special_tokens: bool = True, **options
 
     `options` are `generate`'s (max_new_tokens, temperature, top_p, seed, ..., or config=); one prompt only.
     """
-    ids = _encode_text(tokenizer, prompt) if isinstance(prompt, str) else prompt
+    ids = encode_text(tokenizer, prompt) if isinstance(prompt, str) else prompt
     if isinstance(prompt, str) and not ids:
         raise ValueError("prompt: the prompt is empty; give some text")
     ids, _, loop = _prepare(model, ids, tokenizer=tokenizer, **options)
@@ -449,7 +442,7 @@ def chat_prompt(tokenizer, messages: list[dict]) -> list[int]:
         raise ValueError('messages: expected a non-empty list of {"role": ..., "content": ...} dicts')
     out = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
     if isinstance(out, str):                                 # a template rendered to text only
-        return _encode_text(tokenizer, out)
+        return encode_text(tokenizer, out)
     if hasattr(out, "keys") and "input_ids" in out:         # transformers 5 returns a BatchEncoding
         out = out["input_ids"]
     return [int(t) for t in out]

@@ -12,7 +12,8 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from smollm2.generation import GenerationConfig, TextStreamer, _encode_text, _prepare, _stop_and_pad_ids, _token_id
+from smollm2.data import encode_text
+from smollm2.generation import GenerationConfig, TextStreamer, _prepare, _stop_and_pad_ids, _token_id
 from smollm2.generation import chat_prompt
 
 
@@ -111,7 +112,7 @@ def parse_request(body, kind: str, tokenizer, model_config, model_name: str, def
         prompt = prompt[0] if isinstance(prompt, list) and len(prompt) == 1 else prompt
         if not isinstance(prompt, str) or not prompt:
             raise RequestError("prompt: expected a non-empty string", "prompt")
-        ids, extra = _encode_text(tokenizer, prompt), []
+        ids, extra = encode_text(tokenizer, prompt), []
     room = model_config.max_position_embeddings - len(ids)
     if room < 1:
         raise RequestError(f"the prompt has {len(ids)} tokens; the model's context is "

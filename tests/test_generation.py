@@ -571,7 +571,7 @@ def test_smoothquant_int8(real):
     from smollm2.quantize import quantize_int8, smooth_down_proj
 
     _, ours, tok = real
-    calibration = tok.encode(ensure_shakespeare().read_text()[:3000])[:256]
+    calibration = tok.encode(ensure_shakespeare().read_text()[:6000])[:512]
     ids = torch.tensor([tok.encode("The Amazon rainforest covers much of the Amazon basin of South America.")])
     import copy
 

@@ -12,14 +12,13 @@ machine where it was stored, before it fails on someone else's. Verified on torc
   float32 results; it can only go down from what the CPU has. AVX-512 machines are taken down to `avx2` (an
   emulation of the AVX2-only machines seen), AVX2 machines to `default` (no SIMD kernels).
 * `OMP_NUM_THREADS` changes how reductions in matmul and SDPA are split: results move in the last bits.
+  `make test` runs one thread per pytest worker, so this runs two.
 * `ONEDNN_MAX_CPU_ISA` and `MKL_ENABLE_INSTRUCTIONS` are set to the same ISA for completeness (oneDNN and MKL
   kernels on Intel CPUs); on the AMD EPYC CPUs measured they changed no result.
 * int8 (fbgemm) kernels choose their path from the CPU itself: no variable changes them, so int8 figures are
   never compared outputs.
 """
 from __future__ import annotations
-
-import os
 
 
 def kernel_env() -> dict[str, str]:
@@ -31,7 +30,7 @@ def kernel_env() -> dict[str, str]:
     else:
         isa = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
                "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
-    threads = "1" if (os.cpu_count() or 1) > 1 else "2"
+    threads = "2"                                   # `make test` runs one thread per pytest worker
     return {**isa, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 

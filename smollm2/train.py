@@ -506,7 +506,8 @@ def _signature() -> inspect.Signature:
     params = [P(name, P.POSITIONAL_OR_KEYWORD) for name in ("self", "model", "tokenizer")]
     params += [P(name, P.POSITIONAL_OR_KEYWORD, default=defaults[name]) for name in _POSITIONAL]
     params += [P(name, P.KEYWORD_ONLY, default=d) for name, d in defaults.items() if name not in _POSITIONAL]
-    return inspect.Signature(params + [P("config", P.KEYWORD_ONLY, default=None)])
+    return inspect.Signature(params + [P("config", P.KEYWORD_ONLY, default=None),
+                                       P("dataset", P.KEYWORD_ONLY, default=None)])
 
 
 class ModelTrainer:
@@ -524,9 +525,11 @@ class ModelTrainer:
     all fail to load stop the trainer unless `restart=True`, which moves every checkpoint and the loss log into
     `checkpoint_dir/previous-run-*` and starts at step 0. Resuming on a text whose hash differs from the one
     the checkpoint was trained on is an error unless `allow_data_change=True`.
+    `dataset` replaces the text file (notebook 07's chat data): see `_make_data`.
     """
 
-    def __init__(self, model: nn.Module, tokenizer, *args, config: TrainConfig | None = None, **settings):
+    def __init__(self, model: nn.Module, tokenizer, *args, config: TrainConfig | None = None, dataset=None,
+                 **settings):
         s = self.settings = _settings(config, args, settings)   # validated before anything touches the disk
         max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         if max_pos is not None and s.max_length > max_pos:
@@ -536,19 +539,16 @@ class ModelTrainer:
         self.autocast_dtype = resolve_autocast_dtype(s.dtype, resolve_device(s.device))
         self._join_processes()
         self.tokenizer, self.input_file = tokenizer, Path(s.input_file)
-        tokens = self._load_tokens()
-        self.windows = TokenWindows(tokens, s.max_length, s.val_fraction,
-                                    source=f"input_file {str(self.input_file)!r}")
+        n_tokens, data_sha256 = self._make_data(dataset)
         self.total_steps = s.target_steps
         self.tokens_per_step = s.batch_size * s.max_length * s.grad_accum * self.world_size
 
         # -- everything that reads or changes checkpoint_dir holds its lock (rank 0; see _RunLock)
         self.model = model.to(self.device)
-        data_sha256 = file_sha256(self.input_file)
         locked = self.is_main and self.checkpoint_dir.is_dir()
         with _RunLock(self.checkpoint_dir) if locked else contextlib.nullcontext():
             state, path, bad = self._read_checkpoints(s.restart)
-            self._settle_config(state, len(tokens), data_sha256)
+            self._settle_config(state, n_tokens, data_sha256)
             if state is not None:
                 self._check_compatible(state, path, s.allow_data_change)
             self._make_optimizer()
@@ -570,6 +570,23 @@ class ModelTrainer:
             self.device = torch.device("cuda", local_rank)
             torch.cuda.set_device(self.device)
         self.is_main = self.rank == 0
+
+    def _make_data(self, dataset) -> tuple[int, str]:
+        """`self.windows`, the batches; returns (tokens, sha256) of the data, compared on resume. Default: random
+        windows of input_file's tokens (`TokenWindows`). A `dataset` brings its own: any object with TokenWindows'
+        `sample(batch_size, seed, step, micro_step, rank)` and `validation_batches(n, batch_size, seed)`, whose
+        batches may be (input_ids, labels) pairs (labels -100: not trained), plus `n_tokens` and `sha256`."""
+        if dataset is not None:
+            for name in ("sample", "validation_batches", "n_tokens", "sha256"):
+                if not hasattr(dataset, name):
+                    raise ValueError(f"dataset must have sample, validation_batches, n_tokens and sha256 (like "
+                                     f"smollm2.sft.ChatDataset); {type(dataset).__name__} has no {name}")
+            self.windows = dataset
+            return int(dataset.n_tokens), str(dataset.sha256)
+        tokens = self._load_tokens()
+        self.windows = TokenWindows(tokens, self.settings.max_length, self.settings.val_fraction,
+                                    source=f"input_file {str(self.input_file)!r}")
+        return len(tokens), file_sha256(self.input_file)
 
     def _load_tokens(self) -> torch.Tensor:
         """The text's tokens (the default Shakespeare file is built on first use; any other file must exist)."""
@@ -713,13 +730,30 @@ class ModelTrainer:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"format": 1, "step": self.step, "model": self.model.state_dict(),
+        return {"format": 1, "step": self.step, "model": self._model_state(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng,
                 "data": {"seed": self.seed, "next_step": self.step, "tokens_seen": self.step * self.tokens_per_step},
                 "model_config": _model_config(self.model), "train_config": self.config}
 
+    def _frozen(self) -> set[str]:
+        return {n for n, p in self.model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+    def _model_state(self) -> dict:
+        """The model's state dict; with frozen parameters (LoRA, notebook 07) only the trainable tensors."""
+        state, frozen = self.model.state_dict(), self._frozen()
+        return {k: v for k, v in state.items() if k not in frozen} if frozen else state
+
     def _load_state(self, state: dict):
-        self.model.load_state_dict(state["model"])
+        if not self._frozen():
+            self.model.load_state_dict(state["model"])
+        else:                                      # the checkpoint holds the trainable tensors only
+            try:
+                missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
+            except RuntimeError as e:
+                raise ValueError(f"the checkpoint's trainable tensors do not fit this model: {e}") from None
+            if unexpected or set(missing) - self._frozen():
+                raise ValueError(f"the checkpoint's tensors are not this model's trainable ones (missing "
+                                 f"{sorted(set(missing) - self._frozen())[:3]}, unexpected {unexpected[:3]})")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -776,13 +810,16 @@ class ModelTrainer:
         fused chunked loss, the same value without ever holding the (B, T, vocab) logits. Any other model
         (or a window longer than the model's context) goes through its logits.
         """
-        batch = batch.to(self.device, non_blocking=True)
+        if isinstance(batch, (tuple, list)):     # (input_ids, labels) of a dataset: labels -100 are not trained
+            batch, labels = (t.to(self.device, non_blocking=True) for t in batch)
+        else:
+            batch = labels = batch.to(self.device, non_blocking=True)
         with self._autocast():
             if isinstance(self.model, LlamaForCausalLM) and batch.shape[1] <= self.model.config.max_position_embeddings:
-                return model(batch, labels=batch, return_logits=False).loss
-            x, y = batch[:, :-1], batch[:, 1:]                          # (B, T) inputs, (B, T) targets
+                return model(batch, labels=labels, return_logits=False).loss
+            x, y = batch[:, :-1], labels[:, 1:]                         # (B, T) inputs, (B, T) targets
             logits = model(x).logits                                    # (B, T, vocab)
-        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100)
 
     def forward_backward(self, batches: list[torch.Tensor]) -> torch.Tensor:
         """Accumulate the gradients of the mean loss over `batches`; return that loss (this rank's)."""

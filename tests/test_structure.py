@@ -92,3 +92,37 @@ def test_functions_fit_on_a_screen():
     found = long_functions()
     grown = {k: v for k, v in found.items() if v > KNOWN_LONG.get(k, MAX_LINES)}
     assert not grown, f"functions over {MAX_LINES} lines (split them): {grown}"
+
+
+# Notebook cells on the teaching path (before a notebook's "Appendix" heading) stay short enough to read at once.
+# A cell holding one definition (a class, a function: at most MAX_LINES by the test above) is exempt: it cannot be
+# cut without changing the code (a long class is built up with patch_to instead, as notebook 04's ModelTrainer).
+MAX_CELL_LINES = 40
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def long_teaching_cells() -> list[str]:
+    import json
+
+    found = []
+    for path in sorted(NOTEBOOKS.glob("[0-9]*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text(encoding="utf-8"))["cells"]):
+            src = "".join(cell["source"])
+            if cell["cell_type"] == "markdown" and src.lstrip().startswith("#") and "Appendix" in src.splitlines()[0]:
+                break
+            lines = src.splitlines()
+            if cell["cell_type"] != "code" or len(lines) <= MAX_CELL_LINES:
+                continue
+            if "solution" in cell.get("metadata", {}).get("tags", []):
+                continue                                   # hidden exercise solutions
+            code = "\n".join(line for line in lines if not line.startswith(("#|", "%")))
+            body = [n for n in ast.parse(code).body if not isinstance(n, (ast.Import, ast.ImportFrom))]
+            if len(body) == 1 and isinstance(body[0], (ast.ClassDef, ast.FunctionDef)):
+                continue
+            found.append(f"{path.name} cell {i}: {len(lines)} lines")
+    return found
+
+
+def test_teaching_path_cells_are_short():
+    found = long_teaching_cells()
+    assert not found, f"teaching-path code cells over {MAX_CELL_LINES} lines (split them): {found}"

@@ -490,7 +490,10 @@ def serve_command(argv=None) -> int:
     p.add_argument("--model-name", help="the model id clients send (default: the weights' or checkpoint's name)")
     p.add_argument("--max-tokens", type=int, default=256, help="max_tokens when a request gives none")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default 8)")
     args = p.parse_args(argv)
+    if args.max_batch < 1:
+        p.error(f"--max-batch: expected an integer >= 1, got {args.max_batch}")
     try:
         import uvicorn
 
@@ -503,11 +506,12 @@ def serve_command(argv=None) -> int:
     with _reported(p):
         model, tokenizer = _model_and_tokenizer(args)
         name = args.model_name or Path(args.checkpoint or args.weights or DEFAULT_WEIGHTS).name
-        app = create_app(model, tokenizer, name, args.api_key, args.max_tokens)
+        app = create_app(model, tokenizer, name, args.api_key, args.max_tokens, args.max_batch)
         if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
             print(f"warning: listening on {args.host} without --api-key: anyone who can reach it can use it",
                   file=sys.stderr)
-        print(f"serving {name!r} at http://{args.host}:{args.port}/v1 (one generation at a time)", flush=True)
+        print(f"serving {name!r} at http://{args.host}:{args.port}/v1 (up to {args.max_batch} requests decoded together)",
+              flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
         return 0
     return 1

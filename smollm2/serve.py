@@ -23,6 +23,8 @@ from smollm2.generation import _batch_prompt, _check_prompt, _prompt_tokens, cha
 from smollm2.generation import logits_pipeline, next_token, prefill
 from smollm2.model import patch_to
 
+_log = logging.getLogger("smollm2.serve")
+
 
 class RequestError(ValueError):
     """A request the server refuses: HTTP `status` with an OpenAI-style error body naming `param`."""
@@ -354,9 +356,6 @@ class Scheduler:
         self.close()
 
 
-_log = logging.getLogger("smollm2.serve")
-
-
 @patch_to(Scheduler)
 def _run(self):
     """The scheduler's thread: collect requests, let the waiting ones join, step the batch; until closed."""
@@ -386,6 +385,7 @@ def _run(self):
         for row in batch.rows + list(waiting):
             if row is not None and not row.done:
                 row.end("error")
+
 
 @patch_to(Scheduler)
 def _collect(self, batch: _Batch, waiting: deque) -> bool:

@@ -241,13 +241,13 @@ def test_eight_concurrent_greedy_requests_through_the_server_equal_each_alone(se
     def ask(i):
         return client.completions.create(model=NAME, prompt=PROMPTS[i], temperature=0, max_tokens=20 + 5 * i)
 
-    before = server.app.state.scheduler.stats["largest_batch"]
+    server.app.state.scheduler.stats["largest_batch"] = 0
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(ask, range(8)))
     expected = [alone(tiny, real_tok, completion_job(real_tok, tiny, PROMPTS[i], model=NAME, temperature=0,
                                                      max_tokens=20 + 5 * i)) for i in range(8)]
     assert [(r.choices[0].text, r.choices[0].finish_reason, r.usage.completion_tokens) for r in replies] == expected
-    assert max(before, server.app.state.scheduler.stats["largest_batch"]) >= 2      # batched, not queued
+    assert server.app.state.scheduler.stats["largest_batch"] >= 2      # decoded together, not one by one
 
 
 def test_a_failing_step_ends_its_rows_with_error_and_the_scheduler_goes_on(tiny, real_tok, monkeypatch, caplog):

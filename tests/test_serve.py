@@ -269,10 +269,9 @@ def test_a_failing_step_ends_its_rows_with_error_and_the_scheduler_goes_on(tiny,
 
 @pytest.mark.slow
 def test_real_model_greedy_answers_are_the_same_batched_as_alone(real_ours, real_tok):
-    """SmolLM2-135M-Instruct: 8 chat requests of different lengths decoded as one batch, token for token the
+    """SmolLM2-135M-Instruct: 8 completions of different lengths decoded as one batch, token for token the
     answers each gets alone (batch float sums differ by ~1e-6; a near-tie could flip a token: none here)."""
-    jobs = [parse_request({"messages": [{"role": "user", "content": p}], "temperature": 0, "max_tokens": 4 + i},
-                          "chat", real_tok, real_ours.config, "m") for i, p in enumerate(PROMPTS)]
+    jobs = [completion_job(real_tok, real_ours, p, temperature=0, max_tokens=4 + i) for i, p in enumerate(PROMPTS)]
     with Scheduler(real_ours, real_tok, max_batch=8) as s:
         got = answers([s.submit(job) for job in jobs])
     assert s.stats["largest_batch"] == 8

@@ -13,8 +13,16 @@ The server decodes concurrent requests together (`smollm2.serve.Scheduler`: up t
 left-padded batch, continuous batching): a decode step reads the weights once for all its rows, so total
 tokens/s grows with the streams while each stream slows down less than the count (--max-batch 1 gives the
 queued server, one request at a time, for comparison). The goal (issue 14): 8 streams >= 3x one stream's
-total tokens/s. Measured with `OMP_NUM_THREADS=2 python benchmarks/serve.py --threads 2` on the 2-core AMD
-EPYC (AVX-512) while other jobs shared the machine: see the README for the figures.
+total tokens/s.
+
+Measured on the 2-core AMD EPYC (AVX-512, no AMX) while other jobs shared it (load average 2.5-4.7), 32 new
+tokens a stream, total tokens/s at 1 -> 8 streams (p95 time to first token at 8):
+    OMP_NUM_THREADS=1 ... --threads 1 --streams 1,2,4,8       16.5 -> 60.0  (3.63x; 0.52 s)
+    OMP_NUM_THREADS=1 ... --threads 1 --streams 1,8 --max-batch 1   16.1 -> 13.8  (0.85x; 16.1 s: the queue)
+    OMP_NUM_THREADS=2 ... --threads 2                         15.0 -> 42.1  (2.81x; 0.67 s)
+                    (two more runs: 14.7 -> 42.7, 2.90x; 15.0 -> 27.2, 1.81x)
+At 2 threads on 2 busy cores one stream was no faster than at 1 thread and the 8-stream figure swung from run to
+run (two OpenMP threads, the scheduler and 8 client threads on 2 shared cores): rerun on a quiet machine.
 """
 import statistics
 import sys
@@ -76,6 +84,7 @@ def main():
     print(f"# machine: {cpu_info()['label']}; torch {torch.__version__}; {torch.get_num_threads()} threads; "
           f"max_batch {args.max_batch}")
     model, tok = smollm2.from_pretrained("smollm2-135m-instruct"), smollm2.load_tokenizer("smollm2-135m-instruct")
+    sum(1 for _ in stream(model, tok, PROMPT, max_new_tokens=2, temperature=0))        # warm-up
     t0 = time.perf_counter()
     n = sum(1 for _ in stream(model, tok, PROMPT, max_new_tokens=args.new_tokens, temperature=0))
     print(f"without HTTP (smollm2.generation.stream): {args.new_tokens / (time.perf_counter() - t0):.1f} tokens/s "

@@ -267,6 +267,19 @@ def test_a_failing_step_ends_its_rows_with_error_and_the_scheduler_goes_on(tiny,
         assert answers([s.submit(job)]) == [alone(tiny, real_tok, job)]
 
 
+def test_a_failing_generation_is_answered_500_and_the_server_keeps_serving(server, client, monkeypatch):
+    import smollm2.serve as serve
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(serve, "decode_one_token", broken)
+    status, answer = post(server, "/completions", json.dumps({"model": NAME, "prompt": "Hi", "max_tokens": 3}).encode())
+    monkeypatch.undo()
+    assert status == 500 and answer["error"]["type"] == "server_error" and "failed" in answer["error"]["message"]
+    assert client.completions.create(model=NAME, prompt="Hi", max_tokens=3).usage.completion_tokens == 3
+
+
 @pytest.mark.slow
 def test_real_model_greedy_answers_are_the_same_batched_as_alone(real_ours, real_tok):
     """SmolLM2-135M-Instruct: 8 completions of different lengths decoded as one batch, token for token the

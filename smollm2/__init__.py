@@ -12,9 +12,9 @@ from .io import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
 from .generation import *  # noqa: F401,F403
-from .quantize import *  # noqa: F401,F403
 from .evaluate import *  # noqa: F401,F403
 from .lora import *  # noqa: F401,F403
 from .sft import *  # noqa: F401,F403
+from .quantize import *  # noqa: F401,F403
 from .export import *  # noqa: F401,F403
 from .serve import *  # noqa: F401,F403

@@ -254,6 +254,9 @@ def _generation_parser(name: str):
     p.add_argument("--repetition-penalty", type=float, default=None)
     p.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token (--temperature 0)")
+    from smollm2.generation import QUANTIZERS
+
+    p.add_argument("--quantize", choices=sorted(QUANTIZERS), help="decode with a quantised copy (notebook 08)")
     return p
 
 
@@ -265,15 +268,19 @@ def _sampling_options(args) -> dict:
 
 def _model_and_tokenizer(args):
     """The tokenizer, then the model: a training checkpoint (which must have been trained with that tokenizer)
-    or released weights."""
+    or released weights; with `--quantize KIND`, its quantised copy (notebook 08)."""
     from smollm2.tokenizer import load_tokenizer
     from smollm2.train import load_training_checkpoint
     from smollm2.weights import from_pretrained
 
+    from smollm2.generation import quantize
+
     tokenizer = load_tokenizer(args.tokenizer or args.weights or DEFAULT_WEIGHTS)
     if args.checkpoint:
-        return load_training_checkpoint(args.checkpoint, tokenizer=tokenizer), tokenizer
-    return from_pretrained(args.weights or DEFAULT_WEIGHTS), tokenizer
+        model = load_training_checkpoint(args.checkpoint, tokenizer=tokenizer)
+    else:
+        model = from_pretrained(args.weights or DEFAULT_WEIGHTS)
+    return (quantize(model.eval(), args.quantize) if args.quantize else model), tokenizer
 
 
 @contextlib.contextmanager

@@ -542,63 +542,6 @@ def test_cli_chat_loop(tmp_path, capsys, monkeypatch):
     assert seen[-1] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
 
 
-# ---- int8 decoding path (notebook 05, section 4b) ----
-
-def test_quantize_int8_follows_fp32_and_leaves_the_original(real):
-    from smollm2.quantize import quantize_int8
-
-    _, ours, tok = real
-    before = ours.model.layers[0].mlp.gate_proj.weight.clone()
-    q = quantize_int8(ours)
-    assert torch.equal(ours.model.layers[0].mlp.gate_proj.weight, before)          # original untouched
-    assert isinstance(ours.model.layers[0].mlp.gate_proj, torch.nn.Linear)
-    assert type(q.model.layers[0].mlp.gate_proj).__name__ == "Linear" and \
-        type(q.model.layers[0].mlp.gate_proj).__module__.startswith("torch.ao")
-    assert isinstance(q.model.layers[0].mlp.down_proj, torch.nn.Linear)              # skipped: stays fp32
-    ids = torch.tensor([tok.encode("To be, or not to be, that is the question: whether 'tis nobler in the mind")])
-    with torch.inference_mode():
-        ref = ours(ids).logits[0]
-        cache = q.new_cache(1, ids.shape[1])
-        got = torch.cat([q(ids[:, t:t + 1], cache=cache).logits[0] for t in range(ids.shape[1])])
-    assert (got.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.75
-    out = q.generate(tok.encode("The capital of Japan is"), max_new_tokens=6, temperature=0)
-    assert "Tokyo" in tok.decode(out.tolist())
-
-
-@pytest.mark.slow
-def test_smoothquant_int8(real):
-    from smollm2.data import ensure_shakespeare
-    from smollm2.quantize import quantize_int8, smooth_down_proj
-
-    _, ours, tok = real
-    calibration = tok.encode(ensure_shakespeare().read_text()[:6000])[:512]
-    ids = torch.tensor([tok.encode("The Amazon rainforest covers much of the Amazon basin of South America.")])
-    import copy
-
-    smoothed = smooth_down_proj(copy.deepcopy(ours), torch.tensor([calibration]))
-    with torch.inference_mode():
-        ref = ours(ids).logits[0]
-        assert (smoothed(ids).logits[0] - ref).abs().max().item() < 1e-3          # the same function in fp32
-    assert not torch.equal(smoothed.model.layers[0].mlp.down_proj.weight, ours.model.layers[0].mlp.down_proj.weight)
-    q = quantize_int8(ours, calibration_ids=calibration)
-    assert not any(isinstance(m, torch.nn.Linear) for m in q.modules())            # every linear is int8
-    with torch.inference_mode():
-        cache = q.new_cache(1, ids.shape[1])
-        got = torch.cat([q(ids[:, t:t + 1], cache=cache).logits[0] for t in range(ids.shape[1])])
-    assert (got.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.75
-
-
-def test_quantize_int8_bad_input(tiny):
-    from smollm2.quantize import quantize_int8
-
-    with pytest.raises(ValueError, match="torch.nn.Module"):
-        quantize_int8("model")
-    with pytest.raises(ValueError, match="float32"):
-        quantize_int8(tiny_model().to(torch.bfloat16))
-    with pytest.raises(ValueError, match="alpha"):
-        quantize_int8(tiny, calibration_ids=[1, 2, 3], alpha=1.5)
-
-
 def test_load_training_checkpoint_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"no loadable checkpoint_step_N.pt file in the folder {tmp_path}"):
         load_training_checkpoint(tmp_path)

@@ -133,9 +133,13 @@ def load_hellaswag(path=HELLASWAG_PATH) -> list[dict]:
     return tasks
 
 
-def _selection(n: int, limit, indices) -> list[int]:
+def _check_limit(limit):
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit: expected a positive integer or None, got {limit!r}")
+
+
+def _selection(n: int, limit, indices) -> list[int]:
+    _check_limit(limit)
     chosen = list(range(n)) if indices is None else [int(i) for i in indices]
     if not chosen or any(not 0 <= i < n for i in chosen):
         raise ValueError(f"indices: expected a non-empty list of task numbers in [0, {n}), got {indices!r}")
@@ -163,6 +167,7 @@ def hellaswag(model, tokenizer, path=HELLASWAG_PATH, limit=None, indices=None, p
     character of the ending, lighteval's `loglikelihood_acc_norm_nospace`), their standard errors, `n` and the
     per-task choices under "tasks". `indices` picks tasks (default: all, in order); `limit` keeps the first
     `limit` of them."""
+    _check_limit(limit)                                    # before reading 10k tasks
     tasks = load_hellaswag(path)
     chosen = _selection(len(tasks), limit, indices)
     results = []
@@ -171,11 +176,13 @@ def hellaswag(model, tokenizer, path=HELLASWAG_PATH, limit=None, indices=None, p
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(chosen), unit="task", desc="hellaswag", mininterval=1.0)
+    right = right_norm = 0                                 # running counts: the postfix costs O(1) a task
     for i in chosen:
-        results.append(_task_result(model, tokenizer, i, tasks[i]))
+        results.append(r := _task_result(model, tokenizer, i, tasks[i]))
+        right, right_norm = right + (r["pred"] == r["label"]), right_norm + (r["pred_norm"] == r["label"])
         if bar is not None:
-            s = _summary(results)
-            bar.set_postfix(acc=f"{s['acc']:.3f}", acc_norm=f"{s['acc_norm']:.3f}", refresh=False)
+            n = len(results)
+            bar.set_postfix(acc=f"{right / n:.3f}", acc_norm=f"{right_norm / n:.3f}", refresh=False)
             bar.update()
     if bar is not None:
         bar.close()
@@ -437,6 +444,7 @@ def cli(argv: list[str] | None = None) -> int:
     parser = _eval_parser()
     args = parser.parse_args(argv)
     try:
+        _check_limit(args.limit)                                      # before the model is loaded
         model = load_model(args.weights, args.checkpoint, args.int8)
         tokenizer = load_tokenizer(args.tokenizer or (args.weights if not args.checkpoint else DEFAULT_WEIGHTS))
         t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from helpers import real_gguf_path
+from helpers import load_hf_from_gguf, real_gguf_path
 
 
 @pytest.fixture(scope="session")
@@ -17,10 +17,7 @@ def real_ours():
 @pytest.fixture(scope="session")
 def real_hf():
     """transformers' LlamaForCausalLM from the same GGUF file: the reference."""
-    from transformers import AutoModelForCausalLM
-
-    path = real_gguf_path()
-    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    return load_hf_from_gguf(real_gguf_path())
 
 
 @pytest.fixture(scope="session")

@@ -75,10 +75,39 @@ def test_encode_pair_moves_trailing_space_and_handles_empty_context(real):
     assert ctx == [1] and tok.decode(cont) == "Hello"
 
 
-def test_hellaswag_metrics_are_consistent_with_the_per_task_choices(real):
+class RecordingBar:
+    """Stands in for tqdm: records the progress bar's postfix after each task."""
+    made = []
+
+    def __init__(self, total, **kwargs):
+        self.total, self.postfixes, self.updates, self.closed = total, [], 0, False
+        RecordingBar.made.append(self)
+
+    def set_postfix(self, refresh=True, **postfix):
+        self.postfixes.append(postfix)
+
+    def update(self, n=1):
+        self.updates += n
+
+    def close(self):
+        self.closed = True
+
+
+def test_hellaswag_metrics_are_consistent_with_the_per_task_choices(real, monkeypatch):
+    import tqdm.auto
+
     model, tok = real
-    r = hellaswag(model, tok, indices=[5, 0, 7], limit=2)
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    RecordingBar.made.clear()
+    r = hellaswag(model, tok, indices=[5, 0, 7], limit=2, progress=True)
     assert r["n"] == 2 and [t["index"] for t in r["tasks"]] == [5, 0]
+    # issue 11: the bar's running accuracy (kept as counts, not recomputed over all results) after each task
+    (bar,) = RecordingBar.made
+    assert bar.total == bar.updates == 2 and bar.closed
+    first = r["tasks"][0]
+    assert bar.postfixes[0] == {"acc": f"{float(first['pred'] == first['label']):.3f}",
+                                "acc_norm": f"{float(first['pred_norm'] == first['label']):.3f}"}
+    assert bar.postfixes[-1] == {"acc": f"{r['acc']:.3f}", "acc_norm": f"{r['acc_norm']:.3f}"}
     tasks = load_hellaswag()
     assert len(tasks) == 10042 and tasks[0]["label"] == 3 and len(tasks[0]["endings"]) == 4
     for t in r["tasks"]:

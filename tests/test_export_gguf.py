@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from helpers import SMALL
+from helpers import SMALL, load_hf_from_gguf
 from smollm2 import LlamaForCausalLM, SmolLM2Config, SmolLM2Tokenizer, from_pretrained, load_tokenizer
 from smollm2.export import GGUF_DTYPES, gguf_roundtrip, permute_qk, save_gguf
 from smollm2.weights import unpermute_qk
@@ -92,10 +92,8 @@ def test_each_dtype_reloads_as_gguf_roundtrip_predicts_and_close_to_f32(small, t
 @torch.no_grad()
 @pytest.mark.parametrize("dtype", ["f32", "q8_0"])
 def test_transformers_reads_the_export(small, tok, files, dtype):
-    from transformers import AutoModelForCausalLM
-
     path = files[dtype]
-    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    hf = load_hf_from_gguf(path)                        # transformers' own GGUF reading (tests/helpers.py)
     ours = from_pretrained(path)
     assert (hf(ids_of(tok)).logits - ours(ids_of(tok)).logits).abs().max() < 1e-5
     if dtype == "f32":

@@ -74,14 +74,20 @@ GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(
 
 def reference_ids(tok, text):
     """llama.cpp's 'smollm' pre-tokenizer, written independently: every \\p{N} alone, then GPT-2's regex,
-    then the BPE model on each piece's bytes."""
+    then the BPE model on each piece's bytes (each distinct piece tokenised once: words repeat)."""
     table = bytes_to_unicode()
     model = tok.backend_tokenizer.model
+    seen = _PIECES.setdefault(id(tok), (tok, {}))[1]      # tok is kept alive with its cache: its id stays unique
     ids = []
     for part in regex.split(r"(\p{N})", text):
         for piece in ([part] if regex.fullmatch(r"\p{N}", part) else regex.findall(GPT2_SPLIT, part)):
-            ids += [t.id for t in model.tokenize("".join(table[b] for b in piece.encode("utf-8")))]
+            if piece not in seen:
+                seen[piece] = [t.id for t in model.tokenize("".join(table[b] for b in piece.encode("utf-8")))]
+            ids += seen[piece]
     return ids
+
+
+_PIECES = {}    # id(tokenizer) -> (tokenizer, {piece: BPE ids})
 
 
 def test_vocabulary_and_specials(tok):

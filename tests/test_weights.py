@@ -345,3 +345,27 @@ def test_hub_id_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(OSError, match=r"HuggingFaceTB/SmolLM2-135M.*offline.*smollm2-135m-instruct"):
         from_pretrained("HuggingFaceTB/SmolLM2-135M")
+
+
+# ---- the loader builds on the meta device and takes the read tensors (assign=True): check what that must keep
+@pytest.mark.parametrize("tie", [True, False])
+def test_loaded_model_owns_its_weights_and_trains(tmp_path, tie):
+    from helpers import SMALL
+    from smollm2 import LlamaForCausalLM, SmolLM2Config
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(SmolLM2Config(**SMALL, tie_word_embeddings=tie))
+    save_pretrained(model, tmp_path)
+    saved = (tmp_path / "model.safetensors").read_bytes()
+    back = from_pretrained(tmp_path)
+    assert (back.lm_head.weight is back.model.embed_tokens.weight) == tie
+    assert not any(p.is_meta for p in back.parameters()) and not any(b.is_meta for b in back.buffers())
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), model.state_dict().values()))
+    back.train()
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 16), generator=torch.Generator().manual_seed(0))
+    back(ids, labels=ids).loss.backward()
+    assert all(p.requires_grad and p.grad is not None for p in back.parameters())
+    torch.optim.SGD(back.parameters(), lr=0.1).step()                 # in place, on the loaded tensors
+    assert (tmp_path / "model.safetensors").read_bytes() == saved     # the file is not behind them
+    assert all(torch.equal(a, b) for a, b in zip(from_pretrained(tmp_path).state_dict().values(),
+                                                model.state_dict().values()))

@@ -363,13 +363,13 @@ class _LMEvalMethods:
 
 def load_model(weights: str = DEFAULT_WEIGHTS, checkpoint=None, int8: bool = False):
     """The model to evaluate: released `weights` (name, folder or file) or a training `checkpoint` (file or
-    folder), optionally as notebook 05's int8 copy (`quantize_int8`, every linear but down_proj)."""
-    from smollm2.quantize import quantize_int8
+    folder), optionally as notebook 08's int8 copy (`quantize_int8`, every linear but down_proj)."""
+    from smollm2.generation import quantize        # notebook 08 registers "int8" (and "int4")
     from smollm2.train import load_training_checkpoint
     from smollm2.weights import from_pretrained
 
     model = load_training_checkpoint(checkpoint) if checkpoint else from_pretrained(weights)
-    return quantize_int8(model.eval()) if int8 else model.eval()
+    return quantize(model.eval(), "int8") if int8 else model.eval()
 
 
 _ADAPTER = None
@@ -412,7 +412,7 @@ def _eval_parser():
     source.add_argument("--checkpoint", help="a training checkpoint file, or a folder of them (the newest is used)")
     source.add_argument("--weights", default=DEFAULT_WEIGHTS, help=f"released weights (default {DEFAULT_WEIGHTS})")
     p.add_argument("--tokenizer", help="tokenizer source (default: the weights', else the released one)")
-    p.add_argument("--int8", action="store_true", help="evaluate notebook 05's int8 copy (quantize_int8)")
+    p.add_argument("--int8", action="store_true", help="evaluate notebook 08's int8 copy (quantize_int8)")
     p.add_argument("--data", help="hellaswag: the data file (default ../shared/data/...); perplexity: a UTF-8 text "
                    "file (default: the held-out Shakespeare split)")
     p.add_argument("--max-length", type=int, default=1024, help="perplexity: window length in tokens")

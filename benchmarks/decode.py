@@ -180,12 +180,15 @@ def speculative_fns(models: dict, ids, n: int, lookup_k: int, draft_k: int) -> d
         return run
     fns = {"transformers": h(), f"transformers-lookup{lookup_k}": h(prompt_lookup_num_tokens=lookup_k),
            "ours": o(ours), f"ours-lookup{lookup_k}": o(ours, PromptLookup(num_tokens=lookup_k))}
-    if lookup_k != 7:                                             # transformers' docs suggest 10; also try 7
-        fns["transformers-lookup7"] = h(prompt_lookup_num_tokens=7)
+    for k in sorted({7, 10, 15} - {lookup_k}):                    # transformers at its fastest of these
+        fns[f"transformers-lookup{k}"] = h(prompt_lookup_num_tokens=k)
     for q in ("int8", "int4"):
         if f"ours-{q}" in models:
             fns[f"ours-draft-{q}"] = o(ours, DraftModel(models[f"ours-{q}"], num_tokens=draft_k))
             fns[f"ours-{q}"] = o(models[f"ours-{q}"])
+    if "ours-int4" in models:                                     # lookup, and the int4 draft where it finds nothing
+        fns[f"ours-lookup{lookup_k}-int4"] = o(ours, PromptLookup(lookup_k, fallback=DraftModel(models["ours-int4"],
+                                                                                              draft_k)))
     return fns
 
 
@@ -202,6 +205,8 @@ def speculative_main(args, gguf, tok):
     models["ours-int4"] = quantize(models["ours"], "int4")
     res, n = Results("decode.py --speculative", args), args.new_tokens
     for name, ids in workloads(tok).items():
+        if args.workload not in ("both", name):
+            continue
         fns = speculative_fns(models, ids, n, args.lookup_tokens, args.draft_tokens)
         out = {k: f() for k, f in fns.items()}
         exact = [k for k in out if "lookup" in k or k.startswith("ours-draft")]
@@ -228,6 +233,11 @@ def speculative_rows(res: Results, name: str, rate: dict, args):
     res.add(f"{name}: ours lookup vs transformers greedy", rate[lk], rate["transformers"], "tok/s", lk)
     best = max((k for k in rate if k.startswith("transformers-lookup")), key=rate.get)
     res.add(f"{name}: ours lookup vs transformers lookup (its faster k)", rate[lk], rate[best], "tok/s", lk, best)
+    if f"{lk}-int4" in rate:
+        res.add(f"{name}: ours lookup, else int4 draft vs transformers lookup (its faster k)", rate[f"{lk}-int4"],
+                rate[best], "tok/s", f"{lk}-int4", best)
+        res.add(f"{name}: ours lookup, else int4 draft vs transformers greedy", rate[f"{lk}-int4"],
+                rate["transformers"], "tok/s", f"{lk}-int4")
     for q in ("int8", "int4"):
         if f"ours-draft-{q}" in rate:
             res.add(f"{name}: ours {q} draft vs transformers greedy", rate[f"ours-draft-{q}"], rate["transformers"],
@@ -249,8 +259,9 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=128, help="tokens to generate (default 128)")
     ap.add_argument("--int8", action="store_true", help="also time int8 dynamic quantisation on both sides (CPU only)")
     ap.add_argument("--speculative", action="store_true", help="the notebook 08 table: free and copy workloads")
-    ap.add_argument("--lookup-tokens", type=int, default=10, help="tokens drafted per round by prompt lookup")
-    ap.add_argument("--draft-tokens", type=int, default=6, help="tokens drafted per round by a draft model")
+    ap.add_argument("--lookup-tokens", type=int, default=15, help="tokens drafted per round by prompt lookup")
+    ap.add_argument("--draft-tokens", type=int, default=4, help="tokens drafted per round by a draft model")
+    ap.add_argument("--workload", choices=["free", "copy", "both"], default="both", help="with --speculative")
     args = ap.parse_args()
     if args.new_tokens < 1:
         ap.error(f"--new-tokens must be >= 1, got {args.new_tokens}")

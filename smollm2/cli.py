@@ -260,7 +260,7 @@ def _generation_parser(name: str):
     p.add_argument("--speculative", choices=["lookup", "draft", "both"], help="speculative decoding (notebook "
                    "08): drafts from the text so far, from a quantised copy (--draft), or both; same greedy output")
     p.add_argument("--draft", choices=sorted(QUANTIZERS), default="int4", help="the draft model's quantisation")
-    p.add_argument("--draft-tokens", type=int, default=None, help="tokens drafted per round (lookup 10, draft 6)")
+    p.add_argument("--draft-tokens", type=int, default=None, help="tokens drafted per round (lookup 15, draft 4)")
     return p
 
 
@@ -469,8 +469,8 @@ def _speculative(args, model):
 
     k = args.draft_tokens
     if args.speculative == "lookup":
-        return PromptLookup(num_tokens=10 if k is None else k)
-    draft = DraftModel(quantize(model, args.draft), num_tokens=6 if k is None else k)
+        return PromptLookup(num_tokens=15 if k is None else k)
+    draft = DraftModel(quantize(model, args.draft), num_tokens=4 if k is None else k)
     return draft if args.speculative == "draft" else PromptLookup(fallback=draft)
 
 

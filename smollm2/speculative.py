@@ -204,7 +204,7 @@ class PromptLookup:
     PromptLookup())`): the next `num_tokens` tokens after the latest n-gram's first earlier occurrence.
     `stats` holds the last call's counts."""
 
-    num_tokens: int = 10
+    num_tokens: int = 15                         # a 16-token block: see the forward costs measured above
     max_ngram: int = 3
     fallback: "DraftModel | None" = None         # drafts where no n-gram recurs (None: verify one token)
     stats: SpeculativeStats = field(default_factory=SpeculativeStats, compare=False, repr=False)

@@ -185,7 +185,7 @@ def test_quantize_int4_real_weights(real):
     text = "The Amazon rainforest covers much of the Amazon basin of South America. The majority of the forest"
     with torch.inference_mode():
         r = compare_logits(ours, q, tok, text)
-    assert r["kl_mean"] < 0.02 and r["top1_agreement"] >= 0.9, r                    # measured ~0.002, ~98%
+    assert r["kl_mean"] < 0.02 and r["top1_agreement"] >= 0.85, r   # 18 tokens: 0.002, 17/18 (AVX2 kernels) to 18/18
     out = q.generate(tok.encode("The capital of Japan is"), max_new_tokens=6, temperature=0)
     assert "Tokyo" in tok.decode(out.tolist())
 

@@ -12,7 +12,7 @@ threads and dtype, under torch.inference_mode. Prefill is timed separately (one 
 logits of the last position only on both sides); decode tokens/s = new tokens / (generate time - prefill time).
 --int8 quantises both sides with the same torch kernel (torch.ao dynamic int8 linear, per-channel weight
 scales, every nn.Linear, lm_head included): ours through smollm2.quantize_int8 with SmoothQuant calibration
-(notebook 05), transformers' with a plain quantize_dynamic call (what a transformers user can do). Their
+(notebook 08), transformers' with a plain quantize_dynamic call (what a transformers user can do). Their
 greedy tokens differ from fp32 ones (the run prints how many leading tokens match), so int8 rows compare speed.
 llama.cpp runs on the same GGUF (Q4_1, its own kernels) when `llama-cpp-python` is installed
 (`pip install 'smollm2[llamacpp]'`, compiles ~20 min).
@@ -92,7 +92,7 @@ def load_models(args, dtype, gguf, tok):
     ours = smollm2.from_pretrained(gguf, dtype=dtype, device=args.device).eval()
     theirs = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype).to(args.device).eval()
     models = {"ours": ("ours", ours), "transformers": ("hf", theirs)}
-    if args.int8:   # SmoothQuant-calibrated on 512 tokens of Shakespeare, every linear int8 (notebook 05)
+    if args.int8:   # SmoothQuant-calibrated on 512 tokens of Shakespeare, every linear int8 (notebook 08)
         from smollm2.data import ensure_shakespeare
 
         calibration = tok.encode(ensure_shakespeare().read_text()[:6000])[:512]

@@ -475,11 +475,22 @@ def _speculative(args, model):
 
 
 def _source_flags(p):
-    """--checkpoint | --weights, --tokenizer: the model sources of `generate` and `chat` (notebook 05)."""
+    """--checkpoint | --weights, --tokenizer: the model sources of `generate` and `chat` (notebook 05); --adapter."""
     source = p.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", help="a training checkpoint file, or a folder of them (the newest is used)")
     source.add_argument("--weights", help=f"released weights: a name, folder or file (default {DEFAULT_WEIGHTS})")
     p.add_argument("--tokenizer", help=f"tokenizer source (default: the weights', else {DEFAULT_WEIGHTS})")
+    p.add_argument("--adapter", help="a LoRA adapter folder (PEFT format, notebook 07), merged into the weights")
+
+
+def _source_model(args):
+    """`_model_and_tokenizer`, with `--adapter`'s LoRA merged into the weights: an ordinary model again."""
+    from smollm2.lora import load_adapter, merge_and_unload
+
+    model, tokenizer = _model_and_tokenizer(args)
+    if args.adapter:
+        model = merge_and_unload(load_adapter(model, args.adapter))
+    return model, tokenizer
 
 
 @command("export", "write real weights or a training checkpoint as a GGUF file for llama.cpp (notebook 09)")
@@ -498,7 +509,7 @@ def export_command(argv=None) -> int:
     _source_flags(p)
     args = p.parse_args(argv)
     with _reported(p):
-        model, tokenizer = _model_and_tokenizer(args)
+        model, tokenizer = _source_model(args)
         path = save_gguf(model, args.gguf, tokenizer, args.dtype, args.name)
         print(f"wrote {path} ({path.stat().st_size:,} bytes, {args.dtype})")
         return 0
@@ -537,7 +548,7 @@ def serve_command(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     with _reported(p):
-        model, tokenizer = _model_and_tokenizer(args)
+        model, tokenizer = _source_model(args)
         name = args.model_name or Path(args.checkpoint or args.weights or DEFAULT_WEIGHTS).name
         app = create_app(model, tokenizer, name, args.api_key, args.max_tokens, args.max_batch)
         if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:

@@ -180,6 +180,40 @@ def test_export_command_from_a_hugging_face_folder(tmp_path, small, tok, capsys)
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
 
 
+def test_a_merged_lora_fine_tune_exports_reloads_and_answers_the_same(tmp_path, small, tok, capsys):
+    """A LoRA fine-tune (notebook 07) merged and written as GGUF reloads with the fine-tuned logits and greedy
+    tokens; `export --adapter DIR` (also `serve --adapter`) merges a PEFT-format adapter on the way."""
+    import copy
+
+    from smollm2.cli import main
+    from smollm2.lora import apply_lora, lora_layers, merge_and_unload, save_adapter
+
+    tuned = apply_lora(copy.deepcopy(small), r=4, alpha=8)
+    torch.manual_seed(1)
+    for layer in lora_layers(tuned).values():                        # a trained adapter: B no longer zero
+        torch.nn.init.normal_(layer.lora_B.weight, std=0.05)
+    save_adapter(tuned, tmp_path / "adapter")
+    merged = merge_and_unload(tuned).eval()
+    ids = ids_of(tok)
+    with torch.no_grad():
+        expected, base = merged(ids).logits, small(ids).logits
+    assert (expected - base).abs().max() > 1e-2                     # the fine-tune changed the answers
+    for path in (save_gguf(merged, tmp_path / "merged.gguf", tok, "f32"), tmp_path / "cli.gguf"):
+        if path.name == "cli.gguf":
+            small.save_pretrained(tmp_path / "hf", tokenizer=tok)
+            assert main(["export", "--gguf", str(path), "--dtype", "f32", "--weights", str(tmp_path / "hf"),
+                         "--adapter", str(tmp_path / "adapter")]) == 0
+        reloaded = from_pretrained(path).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(reloaded(ids).logits, expected, atol=1e-5, rtol=0)
+        assert torch.equal(reloaded.generate(ids, max_new_tokens=8, temperature=0, eos_token_id=[]),
+                           merged.generate(ids, max_new_tokens=8, temperature=0, eos_token_id=[]))
+    with pytest.raises(SystemExit) as e:
+        main(["export", "--gguf", str(tmp_path / "x.gguf"), "--weights", str(tmp_path / "hf"),
+              "--adapter", str(tmp_path / "no-adapter")])
+    assert e.value.code == 2 and "no-adapter" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_real_weights_round_trip_and_tokenizer(real_ours, real_tok, tmp_path):
     """The real model in q4_1, the type the shipped file uses: every weight already lies on q4_1's grid, so the

@@ -35,6 +35,7 @@ import torch
 from common import Results, base_parser, setup, side_by_side, summary, sync
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+SHAKESPEARE = Path(__file__).resolve().parent.parent / "data" / "input.txt"   # the repo's data/, any cwd
 import smollm2  # noqa: E402
 from smollm2.weights import resolve_source  # noqa: E402
 
@@ -95,7 +96,7 @@ def load_models(args, dtype, gguf, tok):
     if args.int8:   # SmoothQuant-calibrated on 512 tokens of Shakespeare, every linear int8 (notebook 08)
         from smollm2.data import ensure_shakespeare
 
-        calibration = tok.encode(ensure_shakespeare().read_text()[:6000])[:512]
+        calibration = tok.encode(ensure_shakespeare(SHAKESPEARE).read_text()[:6000])[:512]
         models["ours-int8"] = ("ours", smollm2.quantize_int8(smollm2.from_pretrained(gguf).eval(),
                                                                calibration_ids=calibration))
         hf32 = (theirs if dtype == torch.float32
@@ -200,7 +201,7 @@ def speculative_main(args, gguf, tok):
 
     models = {"ours": smollm2.from_pretrained(gguf).eval(),
               "transformers": AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()}
-    calibration = tok.encode(ensure_shakespeare().read_text()[:6000])[:512]
+    calibration = tok.encode(ensure_shakespeare(SHAKESPEARE).read_text()[:6000])[:512]
     models["ours-int8"] = quantize(models["ours"], "int8", calibration_ids=calibration)
     models["ours-int4"] = quantize(models["ours"], "int4")
     res, n = Results("decode.py --speculative", args), args.new_tokens

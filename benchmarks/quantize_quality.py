@@ -17,11 +17,13 @@ import json
 import platform
 import time
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
 warnings.filterwarnings("ignore")
+SHAKESPEARE = Path(__file__).resolve().parent.parent / "data" / "input.txt"   # the repo's data/, any cwd
 
 
 def stepwise(m):
@@ -52,7 +54,7 @@ def main():
     print(f"{cpu} | {torch.get_num_threads()} threads | torch {torch.__version__}", flush=True)
     model = smollm2.from_pretrained("smollm2-135m-instruct").eval()
     tok = smollm2.load_tokenizer("smollm2-135m-instruct")
-    play = ensure_shakespeare().read_text()
+    play = ensure_shakespeare(SHAKESPEARE).read_text()
     calibration = tok.encode(play[:6000])[:512]
     copies = {"int8 (all but down_proj)": quantize_int8(model),
               "int8 SmoothQuant": quantize_int8(model, calibration_ids=calibration),

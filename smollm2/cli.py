@@ -467,10 +467,10 @@ def _speculative(args, model):
     from smollm2.generation import quantize
     from smollm2.speculative import DraftModel, PromptLookup
 
-    k = args.draft_tokens
+    k = {} if args.draft_tokens is None else {"num_tokens": args.draft_tokens}     # else the drafters' defaults
     if args.speculative == "lookup":
-        return PromptLookup(num_tokens=15 if k is None else k)
-    draft = DraftModel(quantize(model, args.draft), num_tokens=4 if k is None else k)
+        return PromptLookup(**k)
+    draft = DraftModel(quantize(model, args.draft), **k)
     return draft if args.speculative == "draft" else PromptLookup(fallback=draft)
 
 

@@ -192,16 +192,13 @@ class _Lookup:
         pass
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    return value
+from smollm2.train import _check_int      # notebook 04's check: an int (not a bool) of at least a minimum
 
 
 @dataclass
 class PromptLookup:
     """Speculative decoding whose drafts are copied from the text so far (`generate(..., speculative=
-    PromptLookup())`): the next `num_tokens` tokens after the latest n-gram's first earlier occurrence.
+    PromptLookup())`): the `num_tokens` tokens that followed the latest earlier occurrence of the last n-gram.
     `stats` holds the last call's counts."""
 
     num_tokens: int = 15                         # a 16-token block: see the forward costs measured above
@@ -210,8 +207,8 @@ class PromptLookup:
     stats: SpeculativeStats = field(default_factory=SpeculativeStats, compare=False, repr=False)
 
     def __post_init__(self):
-        _positive_int("num_tokens", self.num_tokens)
-        _positive_int("max_ngram", self.max_ngram)
+        _check_int("num_tokens", self.num_tokens, 1)
+        _check_int("max_ngram", self.max_ngram, 1)
         if self.fallback is not None and not callable(getattr(self.fallback, "drafter", None)):
             raise ValueError(f"fallback: expected a DraftModel, got {type(self.fallback).__name__}")
 
@@ -264,7 +261,7 @@ class DraftModel:
         if not callable(getattr(self.model, "new_cache", None)) or not hasattr(self.model, "config"):
             raise ValueError(f"model: expected a smollm2 model (LlamaForCausalLM or a quantised copy) as the "
                              f"draft, got {type(self.model).__name__}")
-        _positive_int("num_tokens", self.num_tokens)
+        _check_int("num_tokens", self.num_tokens, 1)
 
     def drafter(self, model, pick: "_Pick") -> _Draft:
         """The drafter for target `model`, after checking that the two share a vocabulary."""

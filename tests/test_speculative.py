@@ -133,7 +133,7 @@ def test_accept_sampled_residual_rule():
 
 
 def test_bad_options_are_clear_errors(target):
-    with pytest.raises(ValueError, match="num_tokens: expected an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="num_tokens must be an integer >= 1, got 0"):
         PromptLookup(num_tokens=0)
     with pytest.raises(ValueError, match="max_ngram"):
         PromptLookup(max_ngram=-1)
@@ -178,4 +178,4 @@ def test_cli_speculative_prints_plain_greedy_text(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(args + ["--speculative", "lookup", "--draft-tokens", "0"])
     assert exit_.value.code == 2
-    assert "num_tokens: expected an integer >= 1, got 0" in capsys.readouterr().err
+    assert "num_tokens must be an integer >= 1, got 0" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import torch
 from helpers import SMALL, twins
 from smollm2 import SmolLM2Config
 from smollm2.evaluate import (HELLASWAG_PATH, compare_logits, encode_pair, hellaswag, lm_eval_model,
-                              load_hellaswag, perplexity, score_choices, score_tokens)
+                              load_hellaswag, pack_tails, perplexity, score_choices, score_tokens)
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,25 @@ def test_score_tokens_batch_equals_one_at_a_time():
         assert flag == bool((rows.argmax(-1) == torch.tensor(tail)).all())
     all_one = score_tokens(model, prefix, [[t[0]] for t in tails])[0]                     # no batch forward at all
     assert all_one[0] == pytest.approx(batched[0], abs=1e-6) and all_one[3] == pytest.approx(batched[3], abs=1e-6)
+
+
+def test_pack_tails_mask_keeps_each_tail_to_the_prefix_and_itself():
+    ids, pos, mask, rows = pack_tails([7, 8], [[1, 2, 3], [4], [5, 6]])
+    assert ids.tolist() == [7, 8, 1, 2, 5] and pos.tolist() == [0, 1, 2, 3, 2]
+    assert rows.tolist() == [1, 2, 3, 1, 1, 4]                 # token 0 of every tail <- the prefix's last row
+    want = torch.tensor([[1, 0, 0, 0, 0],                         # prefix: causal
+                         [1, 1, 0, 0, 0],
+                         [1, 1, 1, 0, 0],                         # tail 0: the prefix, then itself
+                         [1, 1, 1, 1, 0],
+                         [1, 1, 0, 0, 1]], dtype=torch.bool)      # tail 2: the prefix and itself, not tail 0
+    assert torch.equal(mask, want)
+
+
+@pytest.mark.parametrize("prefix, tails", [([], [[1]]), ([1], []), ([1], [[2], []])])
+def test_score_tokens_rejects_empty_prefix_or_tails(prefix, tails):
+    model, _ = twins(SmolLM2Config(**SMALL))
+    with pytest.raises(ValueError, match="non-empty prefix and non-empty tails"):
+        score_tokens(model, prefix, tails)
 
 
 def test_encode_pair_moves_trailing_space_and_handles_empty_context(real):

@@ -162,8 +162,14 @@ def _check_limit(limit):
         raise ValueError(f"limit: expected a positive integer or None, got {limit!r}")
 
 
-def _selection(n: int, limit, indices) -> list[int]:
+def _selection(n: int, limit, indices, sample=None) -> list[int]:
     _check_limit(limit)
+    if sample is not None:                                # a seeded random sample: the same tasks every run
+        if indices is not None:
+            raise ValueError("indices and sample: give one or the other")
+        if isinstance(sample, bool) or not isinstance(sample, int) or not 1 <= sample <= n:
+            raise ValueError(f"sample: expected an integer in [1, {n}], got {sample!r}")
+        indices = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:sample].tolist()
     chosen = list(range(n)) if indices is None else [int(i) for i in indices]
     if not chosen or any(not 0 <= i < n for i in chosen):
         raise ValueError(f"indices: expected a non-empty list of task numbers in [0, {n}), got {indices!r}")
@@ -186,14 +192,15 @@ def _summary(results: list[dict]) -> dict:
             "tasks": results}
 
 
-def hellaswag(model, tokenizer, path=HELLASWAG_PATH, limit=None, indices=None, progress: bool = False) -> dict:
+def hellaswag(model, tokenizer, path=HELLASWAG_PATH, limit=None, indices=None, progress: bool = False,
+              sample=None) -> dict:
     """HellaSwag accuracy of `model`: `acc` (largest log-likelihood) and `acc_norm` (largest log-likelihood per
     character of the ending, lighteval's `loglikelihood_acc_norm_nospace`), their standard errors, `n` and the
-    per-task choices under "tasks". `indices` picks tasks (default: all, in order); `limit` keeps the first
-    `limit` of them."""
+    per-task choices under "tasks". `indices` picks tasks (default: all, in order), or `sample=k` a seeded random
+    sample of k tasks (seed 0: a larger sample starts with a smaller one's tasks); `limit` keeps the first `limit`."""
     _check_limit(limit)                                    # before reading 10k tasks
     tasks = load_hellaswag(path)
-    chosen = _selection(len(tasks), limit, indices)
+    chosen = _selection(len(tasks), limit, indices, sample)
     results = []
     bar = None
     if progress:
@@ -432,6 +439,8 @@ def _eval_parser():
                                 "or the perplexity of a text; prints a summary, writes a JSON result.")
     p.add_argument("--task", choices=("hellaswag", "perplexity"), required=True)
     p.add_argument("--limit", type=int, default=None, help="hellaswag: score the first N tasks only")
+    p.add_argument("--sample", type=int, default=None, help="hellaswag: a seeded random sample of N tasks "
+                   "(the same every run; notebook 06's 30 tasks are the first 30 of any larger sample)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", help="a training checkpoint file, or a folder of them (the newest is used)")
     source.add_argument("--weights", default=DEFAULT_WEIGHTS, help=f"released weights (default {DEFAULT_WEIGHTS})")
@@ -449,7 +458,7 @@ def _eval_parser():
 def _run_task(args, model, tokenizer) -> dict:
     if args.task == "hellaswag":
         return hellaswag(model, tokenizer, path=args.data or HELLASWAG_PATH, limit=args.limit,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, sample=args.sample)
     if args.data:
         from smollm2.data import read_text_file
 

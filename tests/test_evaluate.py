@@ -87,6 +87,20 @@ def test_score_tokens_rejects_empty_prefix_or_tails(prefix, tails):
         score_tokens(model, prefix, tails)
 
 
+def test_hellaswag_sample_is_seeded_and_nested():
+    from smollm2.evaluate import _selection
+    five, ten = _selection(10042, None, None, sample=5), _selection(10042, None, None, sample=10)
+    assert five == torch.randperm(10042, generator=torch.Generator().manual_seed(0))[:5].tolist()
+    assert ten[:5] == five and len(set(ten)) == 10                    # a larger sample starts with a smaller one
+    assert _selection(10042, 3, None, sample=10) == ten[:3]           # limit keeps the first of them
+    for bad, match in [(0, "sample: expected an integer in"), (10043, "sample: expected an integer in"),
+                       (True, "sample: expected an integer in")]:
+        with pytest.raises(ValueError, match=match):
+            _selection(10042, None, None, sample=bad)
+    with pytest.raises(ValueError, match="indices and sample"):
+        _selection(10042, None, [1, 2], sample=2)
+
+
 def test_encode_pair_moves_trailing_space_and_handles_empty_context(real):
     _, tok = real
     assert encode_pair(tok, "The cat ", "sat") == encode_pair(tok, "The cat", " sat")

@@ -81,12 +81,13 @@ def pack_tails(prefix: list[int], tails: list[list[int]]):
 
 
 def _forward_masked(model, ids, pos, mask):
-    """The decoder stack on one packed sequence: (T,) ids at positions `pos` under a (T, T) mask -> (T, d)."""
+    """The decoder stack on one packed sequence: (T,) ids at positions `pos` under a (T, T) mask (None: causal)
+    -> (T, d) final hidden states."""
     m = model.model
     x = m.embed_tokens(ids[None])                                              # (1, T, d)
     cos, sin = m.rotary_emb(pos, x.dtype)                                      # (T, D)
     for layer in m.layers:
-        x = layer(x, cos, sin, mask[None, None], False)                        # SDPA with the packing mask
+        x = layer(x, cos, sin, None if mask is None else mask[None, None], mask is None)   # SDPA
     return m.norm(x)[0]                                                        # (T, d)
 
 
@@ -101,6 +102,7 @@ def score_tokens(model, prefix: list[int], tails: list[list[int]]) -> tuple[list
         raise ValueError(f"score_tokens: prefix + longest tail exceed max_position_embeddings ({limit})")
     dev = model.model.embed_tokens.weight.device
     ids, pos, mask, rows = (x.to(dev) for x in pack_tails(prefix, tails))
+    mask = mask if len(tails) > 1 else None                 # one tail: plain causal, no (T, T) mask needed
     h = _forward_masked(model, ids, pos, mask)                                 # (T, d)
     targets = torch.tensor([x for t in tails for x in t], device=dev)          # (M,)
     lp, top = token_logprobs(model, h[rows], targets)                          # (M,) each

@@ -64,8 +64,10 @@ def test_score_tokens_batch_equals_one_at_a_time():
         rows = logp[len(prefix) - 1:-1]
         assert got == pytest.approx(rows.gather(1, torch.tensor(tail)[:, None]).sum().item(), abs=1e-5)
         assert flag == bool((rows.argmax(-1) == torch.tensor(tail)).all())
-    all_one = score_tokens(model, prefix, [[t[0]] for t in tails])[0]                     # no batch forward at all
+    all_one = score_tokens(model, prefix, [[t[0]] for t in tails])[0]                     # no tail tokens fed at all
     assert all_one[0] == pytest.approx(batched[0], abs=1e-6) and all_one[3] == pytest.approx(batched[3], abs=1e-6)
+    alone = score_tokens(model, prefix, [tails[4]])[0][0]                                  # one tail: the causal path
+    assert alone == pytest.approx(batched[4], abs=1e-5)
 
 
 def test_pack_tails_mask_keeps_each_tail_to_the_prefix_and_itself():

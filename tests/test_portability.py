@@ -73,11 +73,10 @@ RAW = "print('max |fused - naive| =', repr(diff), '; matmul sum', repr(x.sum().i
 VERDICT = "assert diff < 1e-5\nprint('max |fused - naive| < 1e-5 ✓')"
 
 
-def _notebook(path: Path, code: str):
-    cell = {"cell_type": "code", "source": code.splitlines(keepends=True), "metadata": {},
-            "execution_count": None, "outputs": []}
-    nb = {"cells": [cell], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                       "language": "python"}},
+def _notebook(path: Path, *cells: str):
+    nb = {"cells": [{"cell_type": "code", "source": code.splitlines(keepends=True), "metadata": {},
+                     "execution_count": None, "outputs": []} for code in cells],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
           "nbformat": 4, "nbformat_minor": 5}
     path.write_text(json.dumps(nb))
 
@@ -89,17 +88,18 @@ def _run(args, cwd, extra_env=None):
 
 @pytest.mark.slow
 def test_kernel_guard_catches_a_planted_fragile_output(tmp_path):
-    """Store outputs under this machine's kernels, then compare them under `tools/kernel_env.py`'s."""
+    """Store outputs under this machine's kernels, then compare them under `tools/kernel_env.py`'s.
+
+    One notebook (one kernel start per run): cell 0 computes, cell 1 prints the raw figures (fragile),
+    cell 2 asserts and prints a verdict (robust)."""
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    for name, code in (("fragile.ipynb", FRAGILE + RAW), ("robust.ipynb", FRAGILE + VERDICT)):
-        _notebook(tmp_path / name, code)
-        ran = _run([str(ROOT / "tools" / "nbtool.py"), "run", str(tmp_path / name)], tmp_path)
-        assert ran.returncode == 0, ran.stdout + ran.stderr
-    nbval = ["-m", "pytest", "--nbval", "--nbval-current-env", "-p", "no:cacheprovider", "-q",
-             "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path)]
-    same = _run(nbval + ["fragile.ipynb", "robust.ipynb"], tmp_path)           # same machine, same kernels
-    assert same.returncode == 0, same.stdout + same.stderr
-    other = _run(nbval + ["fragile.ipynb"], tmp_path, kernel_env())
-    assert other.returncode == 1 and "1 failed" in other.stdout, other.stdout + other.stderr
-    robust = _run(nbval + ["robust.ipynb"], tmp_path, kernel_env())
-    assert robust.returncode == 0, robust.stdout + robust.stderr
+    _notebook(tmp_path / "planted.ipynb", FRAGILE, RAW, VERDICT)
+    ran = _run([str(ROOT / "tools" / "nbtool.py"), "run", str(tmp_path / "planted.ipynb")], tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    nbval = ["-m", "pytest", "--nbval", "--nbval-current-env", "-p", "no:cacheprovider", "-q", "-rf",
+             "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), "planted.ipynb"]
+    same = _run(nbval, tmp_path)                                               # same machine, same kernels
+    assert same.returncode == 0 and "3 passed" in same.stdout, same.stdout + same.stderr
+    other = _run(nbval, tmp_path, kernel_env())                                # other kernels: the raw print fails
+    assert other.returncode == 1 and "1 failed, 2 passed" in other.stdout, other.stdout + other.stderr
+    assert "FAILED planted.ipynb::Cell 1" in other.stdout, other.stdout

@@ -167,9 +167,15 @@ def test_real_weights_copy_request_is_exact_and_mostly_accepted(real_ours, real_
 
 
 @pytest.mark.slow
-def test_cli_speculative_prints_plain_greedy_text(capsys):
+def test_cli_speculative_prints_plain_greedy_text(capsys, monkeypatch, real_ours):
+    import smollm2.weights
     from smollm2.cli import main
 
+    def session_copy(source, **kwargs):                          # the CLI's three runs share the session's weights
+        assert source == "smollm2-135m-instruct", source
+        return real_ours
+
+    monkeypatch.setattr(smollm2.weights, "from_pretrained", session_copy)
     args = ["generate", "Once upon a time, Tom the cat", "--greedy", "--max-new-tokens", "12"]
     assert main(args) == 0
     plain = capsys.readouterr().out

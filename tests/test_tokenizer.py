@@ -1,5 +1,6 @@
 """The SmolLM2 tokenizer rebuilt from the GGUF metadata: ids, numerals, round trips, chat template, cache."""
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -222,9 +223,9 @@ def test_top_level_exports():
 
 
 # ---- issue 15: the cache heals itself ------------------------------------------------------------------------
-def test_truncated_cached_tokenizer_is_rebuilt(tok, tmp_path):
+def test_truncated_cached_tokenizer_is_rebuilt(tok, cache_dir, tmp_path):
     path = real_gguf_path()
-    load_tokenizer(path, cache_dir=tmp_path)
+    shutil.copytree(cache_dir / "tokenizers", tmp_path / "tokenizers")     # the module's entry: one cold build less
     (entry,) = (tmp_path / "tokenizers").iterdir()
     good = (entry / "tokenizer.json").read_bytes()
     (entry / "tokenizer.json").write_bytes(good[: len(good) // 2])         # a crash or a full disk cut it
@@ -233,15 +234,14 @@ def test_truncated_cached_tokenizer_is_rebuilt(tok, tmp_path):
     assert (entry / "tokenizer.json").read_bytes() == good and list((tmp_path / "tokenizers").iterdir()) == [entry]
 
 
-def test_cache_is_keyed_by_content_not_path(tmp_path):
+def test_cache_is_keyed_by_content_not_path(tok, cache_dir, tmp_path):
     path = real_gguf_path()
     other = tmp_path / "renamed-copy.gguf"
     try:
         os.link(path, other)                   # same bytes, another path (and the test need not copy 100 MB)
     except OSError:
-        import shutil
         shutil.copyfile(path, other)
-    load_tokenizer(path, cache_dir=tmp_path / "cache", backend="smollm2")
+    shutil.copytree(cache_dir / "tokenizers", tmp_path / "cache" / "tokenizers")   # the entry built for `path`
     load_tokenizer(other, cache_dir=tmp_path / "cache", backend="smollm2")
     assert len(list((tmp_path / "cache" / "tokenizers").iterdir())) == 1
 

@@ -135,15 +135,47 @@ def check_dir(ckpt, max_checkpoints):
     return step
 
 
+@pytest.fixture(scope="module")
+def shakespeare(tmp_path_factory):
+    text = tmp_path_factory.mktemp("sigkill") / "input.txt"
+    text.write_text(build_shakespeare_text()[:20_000], encoding="utf-8")
+    return text
+
+
+@pytest.fixture(scope="module")
+def reference(shakespeare):
+    """The uninterrupted run, started alongside the first killed one and shared by both parameters:
+    `max_checkpoints` only decides which older files are pruned, not the step-150 checkpoint."""
+    folder = shakespeare.parent / "reference"
+    proc, done = start(shakespeare, folder, 1), []
+
+    def final_checkpoint():
+        if not done:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            done.append(folder / f"checkpoint_step_{STEPS}.pt")
+        return done[0]
+
+    yield final_checkpoint
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def zygote(shakespeare):
+    """One fork server for both parameters (torch imported once)."""
+    server = Zygote(shakespeare.parent / "zygote.err")
+    yield server
+    server.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("max_checkpoints", [3, 1])
-def test_sigkill_at_random_moments(tmp_path, max_checkpoints):
-    text = tmp_path / "input.txt"
-    text.write_text(build_shakespeare_text()[:20_000], encoding="utf-8")
+def test_sigkill_at_random_moments(tmp_path, shakespeare, reference, zygote, max_checkpoints):
+    text, err = shakespeare, zygote.err_path
     rng = random.Random(1234)
-    reference = start(text, tmp_path / "reference", max_checkpoints)      # the uninterrupted run, alongside
     ckpt = tmp_path / "killed"
-    zygote = Zygote(tmp_path / "zygote.err")
     steps_seen, kills = [], 0
     t0 = time.time()
     while kills < KILLS:
@@ -153,19 +185,16 @@ def test_sigkill_at_random_moments(tmp_path, max_checkpoints):
         code, _ = zygote.wait(pid)
         if code == 0:                                     # finished before the kill
             break
-        assert code == -signal.SIGKILL, (code, (tmp_path / "zygote.err").read_text())
+        assert code == -signal.SIGKILL, (code, err.read_text())
         kills += 1
         steps_seen.append(check_dir(ckpt, max_checkpoints))
     code, out = zygote.wait(zygote.run(text, ckpt, max_checkpoints))      # resume to the end
-    zygote.close()
-    assert code == 0, (tmp_path / "zygote.err").read_text()
+    assert code == 0, err.read_text()
     assert "done 150" in out
-    ref_out, ref_err = reference.communicate(timeout=120)
-    assert reference.returncode == 0, ref_err
     assert kills >= 4 and steps_seen == sorted(steps_seen) and steps_seen[-1] < STEPS, (kills, steps_seen)
     assert check_dir(ckpt, max_checkpoints) == STEPS and not list(ckpt.glob(".*"))
     a = torch.load(ckpt / f"checkpoint_step_{STEPS}.pt", weights_only=True)
-    b = torch.load(tmp_path / "reference" / f"checkpoint_step_{STEPS}.pt", weights_only=True)
+    b = torch.load(reference(), weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
     assert all(torch.equal(x["exp_avg"], y["exp_avg"])
                for x, y in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()))

@@ -381,6 +381,20 @@ def test_no_moment_without_a_checkpoint_even_with_max_checkpoints_1(text_file, t
     assert make(text_file, ck, checkpoint_interval=1, max_checkpoints=1, target_steps=4).step == 2
 
 
+def test_resume_prunes_an_interrupted_rotations_leftovers(text_file, tmp_path, monkeypatch):
+    """Killed after a save's rename but before its deletions, twice in a row: without pruning on resume the
+    folder would hold max_checkpoints + 2 files (the bound test_train_kill checks is max_checkpoints + 1)."""
+    import smollm2.train as train_module
+
+    ck = tmp_path / "ck"
+    monkeypatch.setattr(train_module, "prune_checkpoints", lambda *a, **k: None)   # every rotation "killed"
+    make(text_file, ck, checkpoint_interval=1, max_checkpoints=1, target_steps=3).train()
+    assert [s for s, _ in list_checkpoints(ck)] == [1, 2, 3]
+    monkeypatch.undo()
+    t = make(text_file, ck, checkpoint_interval=1, max_checkpoints=1, target_steps=3)   # resume
+    assert t.step == 3 and [s for s, _ in list_checkpoints(ck)] == [3]
+
+
 def test_complete_temporary_checkpoint_is_used_not_deleted(text_file, tmp_path):
     ck, ref = tmp_path / "ck", tmp_path / "ref"
     make(text_file, ck, checkpoint_interval=2, target_steps=4).train(2)

@@ -9,8 +9,10 @@ from torch import nn
 
 from helpers import SMALL, twins
 from smollm2 import LlamaForCausalLM, SmolLM2Config
-from smollm2.lora import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_TARGETS, LoRALinear, apply_lora, load_adapter,
-                          lora_layers, merge_and_unload, merge_lora, save_adapter, unmerge_lora)
+from smollm2.lora import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_TARGETS, LoRALinear, LoRAMLP, LoRASwiGLUFunction,
+                          apply_lora, load_adapter, lora_layers, merge_and_unload, merge_lora, save_adapter,
+                          unmerge_lora)
+from smollm2.model import LlamaMLP
 
 peft = pytest.importorskip("peft")
 CFG = SmolLM2Config(**SMALL)
@@ -64,6 +66,59 @@ def test_lora_gradients_reach_only_the_adapters():
     assert all(p.grad.abs().sum() > 0 for n, p in ours.named_parameters() if "lora_A" in n)
 
 
+def test_lora_swiglu_backward_is_the_chain_rule():
+    g = torch.Generator().manual_seed(5)
+    d, i, r = 6, 10, 2
+    shapes = [(i, d), (r, d), (i, r), (i, d), (r, d), (i, r), (d, i), (r, i), (d, r)]   # (W, A, B) gate, up, down
+    ws = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    for k in (1, 2, 4, 5, 7, 8):
+        ws[k].requires_grad_(True)                                            # A and B trained, W frozen
+    x = torch.randn(2, 3, d, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, *w: LoRASwiGLUFunction.apply(x, 1.5, *w), (x, *ws))
+
+
+def saved_bytes(model, ids=IDS):
+    """Bytes of the distinct non-parameter tensors that autograd keeps for the backward pass of one loss."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in params:
+            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(ids, labels=ids).loss
+    return loss, sum(kept.values())
+
+
+def test_lora_mlp_trains_like_the_plain_layers_with_less_memory(monkeypatch):
+    lean = lora_model()
+    assert all(type(layer.mlp) is LoRAMLP for layer in lean.model.layers)
+    plain = lora_model()
+    for layer in plain.model.layers:
+        layer.mlp.__class__ = LlamaMLP                                        # autograd through the LoRALinears
+    lean.train(), plain.train()
+    (loss, kept), (ref, ref_kept) = saved_bytes(lean), saved_bytes(plain)
+    assert torch.equal(loss, ref)                                             # the same forward, bit for bit
+    assert kept < ref_kept - 2 * CFG.num_hidden_layers * IDS.numel() * CFG.intermediate_size * 4 * 0.9
+    loss.backward(), ref.backward()
+    ref_grads = dict(plain.named_parameters())
+    for n, p in lean.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, ref_grads[n].grad, atol=1e-5, rtol=1e-4)
+    calls = []
+    apply = LoRASwiGLUFunction.apply
+    monkeypatch.setattr(LoRASwiGLUFunction, "apply", lambda *a: calls.append(1) or apply(*a))
+    lean(IDS, labels=IDS)
+    assert len(calls) == CFG.num_hidden_layers
+    lean.model.layers[0].mlp.gate_proj.lora_dropout = nn.Dropout(0.1)        # not covered: the plain layers
+    with torch.no_grad():
+        lean(IDS, labels=IDS)                                                 # inference: the plain layers too
+    lean(IDS, labels=IDS)
+    assert len(calls) == 2 * CFG.num_hidden_layers - 1
+
+
 def test_merge_and_unmerge_are_exact_to_float_tolerance():
     ours = lora_model()
     w0 = {n: m.weight.detach().clone() for n, m in lora_layers(ours).items()}
@@ -84,6 +139,7 @@ def test_merge_and_unload_gives_a_plain_model():
     lora = logits(ours)
     merge_and_unload(ours)
     assert not lora_layers(ours) and type(ours.model.layers[0].mlp.down_proj) is nn.Linear
+    assert type(ours.model.layers[0].mlp) is LlamaMLP
     assert not any(".lora_" in k for k in ours.state_dict())
     torch.testing.assert_close(logits(ours), lora, atol=1e-5, rtol=0)
     plain = LlamaForCausalLM(CFG)

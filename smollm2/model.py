@@ -366,13 +366,17 @@ class LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of (hidden @ weight.T) against targets, chunk by chunk, gradients formed on the way.
 
     hidden: (N, d), weight: (V, d), targets: (N,) with `ignore_index` for positions that do not count.
-    Equal to `F.cross_entropy(hidden @ weight.T, targets)` without ever holding the (N, V) logits.
+    Equal to `F.cross_entropy(hidden @ weight.T, targets)` without ever holding the (N, V) logits. Ignored
+    positions are dropped before the head (chat fine-tuning ignores most of a batch: the prompts).
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk_size: int = 512, ignore_index: int = -100):
         valid = targets != ignore_index                                   # (N,)
-        n_valid = valid.sum()
+        n_valid, rows, full = valid.sum(), None, hidden.shape
+        if n_valid < valid.numel():                                       # keep the M counted rows only
+            rows = valid.nonzero().squeeze(1)                             # (M,)
+            hidden, targets, valid = hidden[rows], targets[rows], valid[rows]
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_h = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
@@ -391,6 +395,8 @@ class LinearCrossEntropy(torch.autograd.Function):
                 grad_h[s:s + chunk_size] = g @ weight                     # (c, d)
             if grad_w is not None:
                 grad_w.addmm_(g.T, h)                                     # (V, d)
+        if grad_h is not None and rows is not None:                       # ignored rows: zero gradient
+            grad_h = torch.zeros(full, dtype=grad_h.dtype, device=grad_h.device).index_copy_(0, rows, grad_h)
         scale = 1.0 / n_valid.clamp(min=1).float()
         ctx.save_for_backward(grad_h, grad_w, scale)
         return total * scale if n_valid > 0 else total * float("nan")   # NaN like F.cross_entropy

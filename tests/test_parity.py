@@ -61,6 +61,21 @@ def test_gradients_match():
         torch.testing.assert_close(p.grad, g_theirs[name].grad, rtol=1e-4, atol=1e-6)
 
 
+def test_gradients_match_with_ignored_positions():
+    """The fused loss drops ignored rows before the head: the gradients still equal transformers' (zero for
+    the hidden states of ignored positions), as in chat fine-tuning where the prompt is -100."""
+    cfg = SmolLM2Config(**SMALL)
+    ours, theirs = twins(cfg, seed=8)
+    ids = torch.randint(0, cfg.vocab_size, (3, 40), generator=torch.Generator().manual_seed(8))
+    labels = ids.clone()
+    labels[0, :30], labels[1, 5:38], labels[2, :] = -100, -100, -100     # a row with nothing counted at all
+    ours(ids, labels=labels).loss.backward()
+    theirs(ids, labels=labels).loss.backward()
+    g_theirs = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, g_theirs[name].grad, rtol=1e-4, atol=1e-6)
+
+
 def test_left_padding_matches_transformers():
     cfg = SmolLM2Config(**SMALL)
     ours, theirs = twins(cfg, seed=3)

@@ -97,7 +97,9 @@ class LoRALinear(nn.Linear):
         y = F.linear(x, self.weight, self.bias)                # (..., out): the frozen base
         if self.merged:
             return y                                           # the update already lives in `weight`
-        return y + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+        xa = self.lora_A(self.lora_dropout(x))                 # (..., r)
+        scaled_b = self.lora_B.weight * self.scaling           # (out, r): the scale on B, not on (..., out)
+        return torch.addmm(y.flatten(0, -2), xa.flatten(0, -2), scaled_b.T).view_as(y)   # y + xa (αB/r)ᵀ, one pass
 
     def delta_weight(self) -> torch.Tensor:
         """(α/r) · B A: the (out, in) change to W that this adapter makes."""

@@ -116,19 +116,20 @@ class LoRASwiGLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, s, wg, ag, bg, wu, au, bu, wd, ad, bd):
-        xg, xu = F.linear(x, ag), F.linear(x, au)                          # (..., r) each
-        g = F.linear(x, wg) + F.linear(xg, bg) * s                         # (..., inter): gate with its adapter
-        u = F.linear(x, wu) + F.linear(xu, bu) * s                         # (..., inter)
-        h = F.silu(g) * u                                                  # (..., inter), not kept
-        hd = F.linear(h, ad)                                               # (..., r)
-        ctx.s = s
+        shape, x = x.shape, x.reshape(-1, x.shape[-1])                     # (N, hidden)
+        xg, xu = F.linear(x, ag), F.linear(x, au)                          # (N, r) each
+        g = torch.addmm(F.linear(x, wg), xg, (bg * s).T)                   # (N, inter): as LoRALinear computes it
+        u = torch.addmm(F.linear(x, wu), xu, (bu * s).T)                   # (N, inter)
+        h = F.silu(g) * u                                                  # (N, inter), not kept
+        hd = F.linear(h, ad)                                               # (N, r)
+        ctx.s, ctx.shape = s, shape
         ctx.save_for_backward(x, g, u, xg, xu, hd, wg, ag, bg, wu, au, bu, wd, ad, bd)
-        return F.linear(h, wd) + F.linear(hd, bd) * s                      # (..., hidden)
+        return torch.addmm(F.linear(h, wd), hd, (bd * s).T).view(*shape[:-1], -1)   # (..., hidden)
 
     @staticmethod
     def backward(ctx, dout):
         x, g, u, xg, xu, hd, wg, ag, bg, wu, au, bu, wd, ad, bd = ctx.saved_tensors
-        s, shape = ctx.s, x.shape
+        s, shape = ctx.s, ctx.shape
         x, g, u, xg, xu, hd, dout = (t.reshape(-1, t.shape[-1]) for t in (x, g, u, xg, xu, hd, dout))  # (N, .)
         sg = torch.sigmoid(g)
         a = g * sg                                                         # silu(g), recomputed

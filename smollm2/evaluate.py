@@ -114,7 +114,8 @@ def score_tokens(model, prefix: list[int], tails: list[list[int]]) -> tuple[list
 
 def score_choices(model, tokenizer, context: str, endings: list[str]) -> list[float]:
     """The log-likelihood of each ending after `context`: the summed log-probs of the ending's tokens (split
-    from `context + ending` as lm-eval does), with the context computed once and the endings packed after it (`score_tokens`)."""
+    from `context + ending` as lm-eval does), with the context computed once and the endings packed after it
+    (`score_tokens`)."""
     if not isinstance(context, str):
         raise ValueError(f"context: expected a string, got {type(context).__name__}")
     if not isinstance(endings, (list, tuple)) or not endings or not all(isinstance(e, str) for e in endings):

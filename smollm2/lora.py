@@ -99,7 +99,8 @@ class LoRALinear(nn.Linear):
             return y                                           # the update already lives in `weight`
         xa = self.lora_A(self.lora_dropout(x))                 # (..., r)
         scaled_b = self.lora_B.weight * self.scaling           # (out, r): the scale on B, not on (..., out)
-        return torch.addmm(y.flatten(0, -2), xa.flatten(0, -2), scaled_b.T).view_as(y)   # y + xa (αB/r)ᵀ, one pass
+        out = torch.addmm(y.reshape(-1, self.out_features), xa.reshape(-1, self.r), scaled_b.T)   # y + xa (αB/r)ᵀ
+        return out.view_as(y)                                  # any leading shape, a single vector included
 
     def delta_weight(self) -> torch.Tensor:
         """(α/r) · B A: the (out, in) change to W that this adapter makes."""

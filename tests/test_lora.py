@@ -5,13 +5,14 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from helpers import SMALL, twins
 from smollm2 import LlamaForCausalLM, SmolLM2Config
-from smollm2.lora import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_TARGETS, LoRALinear, LoRAMLP, LoRASwiGLUFunction,
-                          apply_lora, load_adapter, lora_layers, merge_and_unload, merge_lora, save_adapter,
-                          unmerge_lora)
+from smollm2.lora import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_TARGETS, LoRAConfig, LoRALinear, LoRAMLP,
+                          LoRASwiGLUFunction, apply_lora, load_adapter, lora_layers, merge_and_unload, merge_lora,
+                          save_adapter, unmerge_lora)
 from smollm2.model import LlamaMLP
 
 peft = pytest.importorskip("peft")
@@ -117,6 +118,15 @@ def test_lora_mlp_trains_like_the_plain_layers_with_less_memory(monkeypatch):
         lean(IDS, labels=IDS)                                                 # inference: the plain layers too
     lean(IDS, labels=IDS)
     assert len(calls) == 2 * CFG.num_hidden_layers - 1
+
+
+def test_lora_linear_takes_any_leading_shape_like_nn_linear():
+    layer = LoRALinear(nn.Linear(6, 5, bias=False), LoRAConfig(r=2, alpha=4))
+    nn.init.normal_(layer.lora_B.weight)
+    x = torch.randn(2, 3, 6)
+    ref = F.linear(x, layer.weight + layer.delta_weight())                # W + (α/r) B A
+    torch.testing.assert_close(layer(x), ref)
+    torch.testing.assert_close(layer(x[0, 0]), ref[0, 0])                 # a single vector, as nn.Linear takes
 
 
 def test_merge_and_unmerge_are_exact_to_float_tolerance():

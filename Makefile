@@ -34,17 +34,24 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m smollm2 demo
 
+# matplotlib builds its font cache on first use and, if that takes over 5 s (a fresh machine, a busy CPU), warns
+# on stderr, which nbval counts as an unexpected output: build it once, before the parallel notebook kernels.
+MPLCACHE := $(PY) -c "import matplotlib.font_manager"
+
 test: $(STAMP)
 	$(PY) tools/export.py --check
 	$(PY) tools/nbtool.py check
+	$(MPLCACHE)
 	$(PYTEST)
 
 # Stored outputs must not depend on the CPU: compare them again with torch on other kernels and two threads
 # (make test runs one thread per worker), in one process.
 test-kernels: $(STAMP)
+	$(MPLCACHE)
 	env $$($(PY) tools/kernel_env.py) $(PY) -m pytest notebooks
 
 test-fast: $(STAMP)
+	$(MPLCACHE)
 	$(PYTEST) -m "not slow"
 
 export: $(STAMP)

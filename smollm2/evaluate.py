@@ -65,14 +65,16 @@ def pack_tails(prefix: list[int], tails: list[list[int]]):
     """One sequence: `prefix`, then each tail but its last token, every tail at positions P, P+1, ...
 
     Returns ids (T,), positions (T,), the mask (T, T) of keys each query sees (the prefix causally, then its own
-    tail's earlier tokens), and for every tail token (M = total tail tokens) the row whose hidden state predicts it.
+    tail's earlier tokens; None for a single tail: plain causal attention), and for every tail token (M = total
+    tail tokens) the row whose hidden state predicts it.
     """
     P = len(prefix)
     fed = [t[:-1] for t in tails]                                # a tail's last token predicts nothing
     seg = torch.tensor([-1] * P + [i for i, f in enumerate(fed) for _ in f])          # (T,): -1 = the prefix
     pos = torch.tensor(list(range(P)) + [P + j for f in fed for j in range(len(f))])  # (T,)
     ids = torch.tensor(prefix + [x for f in fed for x in f])                          # (T,)
-    mask = (pos[None] <= pos[:, None]) & ((seg[None] == seg[:, None]) | (seg[None] == -1))   # (T, T) query x key
+    mask = None if len(tails) == 1 else \
+        (pos[None] <= pos[:, None]) & ((seg[None] == seg[:, None]) | (seg[None] == -1))       # (T, T) query x key
     rows, start = [], P
     for t in tails:                                              # token 0 <- the prefix's last row, j <- row of j-1
         rows += [P - 1] + list(range(start, start + len(t) - 1))
@@ -101,8 +103,7 @@ def score_tokens(model, prefix: list[int], tails: list[list[int]]) -> tuple[list
     if len(prefix) + max(map(len, tails)) - 1 > limit:
         raise ValueError(f"score_tokens: prefix + longest tail exceed max_position_embeddings ({limit})")
     dev = model.model.embed_tokens.weight.device
-    ids, pos, mask, rows = (x.to(dev) for x in pack_tails(prefix, tails))
-    mask = mask if len(tails) > 1 else None                 # one tail: plain causal, no (T, T) mask needed
+    ids, pos, mask, rows = (None if x is None else x.to(dev) for x in pack_tails(prefix, tails))
     h = _forward_masked(model, ids, pos, mask)                                 # (T, d)
     targets = torch.tensor([x for t in tails for x in t], device=dev)          # (M,)
     lp, top = token_logprobs(model, h[rows], targets)                          # (M,) each

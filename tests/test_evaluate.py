@@ -80,6 +80,7 @@ def test_pack_tails_mask_keeps_each_tail_to_the_prefix_and_itself():
                          [1, 1, 1, 1, 0],
                          [1, 1, 0, 0, 1]], dtype=torch.bool)      # tail 2: the prefix and itself, not tail 0
     assert torch.equal(mask, want)
+    assert pack_tails([7, 8], [[1, 2, 3]])[2] is None               # one tail: plain causal, no (T, T) mask built
 
 
 @pytest.mark.parametrize("prefix, tails", [([], [[1]]), ([1], []), ([1], [[2], []])])

@@ -369,3 +369,87 @@ def test_loaded_model_owns_its_weights_and_trains(tmp_path, tie):
     assert (tmp_path / "model.safetensors").read_bytes() == saved     # the file is not behind them
     assert all(torch.equal(a, b) for a, b in zip(from_pretrained(tmp_path).state_dict().values(),
                                                 model.state_dict().values()))
+
+
+# ---- the cache of dequantised GGUF tensors (notebook 03): same tensors, damaged entries rebuilt, never required
+def _entries(cache):
+    return sorted((cache / "weights").glob("*.safetensors")) if (cache / "weights").is_dir() else []
+
+
+def test_weights_cache_is_exact_and_rebuilds_damaged_entries(tmp_path, monkeypatch):
+    from smollm2 import weights
+
+    path = write_gguf(tmp_path / "tiny.gguf", tiny_hf(), "Q4_1")
+    want_cfg, want = weights.read_gguf(path)
+    cache = tmp_path / "cache"
+    first = from_pretrained(path, cache=True, cache_dir=cache)
+    [entry] = _entries(cache)
+    reads = []
+    real_read = weights.read_gguf
+    monkeypatch.setattr(weights, "read_gguf", lambda p: reads.append(p) or real_read(p))
+
+    def load_and_check():
+        model = from_pretrained(path, cache=True, cache_dir=cache)
+        assert model.config == want_cfg == first.config
+        state = model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in want.items())
+        return model
+
+    load_and_check()
+    assert reads == []                                    # served by the entry, the GGUF is not parsed
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF                          # one flipped byte inside a tensor
+    entry.write_bytes(bytes(data))
+    load_and_check()
+    assert len(reads) == 1 and weights._read_weights_entry(entry) is not None   # read again, entry rewritten
+    entry.write_bytes(entry.read_bytes()[:1000])          # a truncated entry
+    model = load_and_check()
+    assert len(reads) == 2 and _entries(cache) == [entry]
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight += 1     # in place: the entry is not behind the tensors
+    load_and_check()
+    assert len(reads) == 2
+
+
+def test_weights_cache_is_keyed_by_the_file_bytes(tmp_path):
+    cache = tmp_path / "cache"
+    a = write_gguf(tmp_path / "a.gguf", tiny_hf(seed=0))
+    from_pretrained(a, cache=True, cache_dir=cache)
+    copy = tmp_path / "elsewhere" / "renamed.gguf"
+    copy.parent.mkdir()
+    shutil.copy(a, copy)
+    from_pretrained(copy, cache=True, cache_dir=cache)
+    assert len(_entries(cache)) == 1                      # same bytes, same entry
+    b = write_gguf(tmp_path / "b.gguf", tiny_hf(seed=1))
+    other = from_pretrained(b, cache=True, cache_dir=cache)
+    assert len(_entries(cache)) == 2                      # other bytes, another entry, with its own tensors
+    assert torch.equal(other.model.embed_tokens.weight, tiny_hf(seed=1).model.embed_tokens.weight)
+
+
+def test_weights_cache_defaults_and_limits(tmp_path, monkeypatch):
+    from smollm2 import weights
+
+    path = write_gguf(tmp_path / "tiny.gguf", tiny_hf())
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(weights, "CACHE_DIR", cache)
+    from_pretrained(path)                                 # a GGUF given by path: not cached by default
+    from_pretrained(path, cache=False)
+    assert _entries(cache) == []
+    monkeypatch.setattr(weights, "_WEIGHTS_CACHE_MAX_BYTES", 1000)
+    from_pretrained(path, cache=True)                     # too large for the cache: read, not cached
+    assert _entries(cache) == []
+    monkeypatch.undo()
+    calls = []                                            # the shipped model's short name goes through the cache
+    monkeypatch.setattr(weights, "read_gguf_cached", lambda p, d: calls.append((p, d)) or weights.read_gguf(path))
+    from_pretrained("smollm2-135m-instruct")
+    assert calls == [(real_gguf_path(), None)]
+
+
+def test_weights_cache_unusable_folder_only_costs_the_cache(tmp_path):
+    path = write_gguf(tmp_path / "tiny.gguf", tiny_hf())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.warns(UserWarning, match=r"weights cache .*a-file.* is unusable"):
+        model = from_pretrained(path, cache=True, cache_dir=blocker)
+    assert torch.equal(model.model.norm.weight, tiny_hf().model.norm.weight)
+    assert blocker.read_text() == "not a folder"

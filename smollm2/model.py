@@ -220,6 +220,19 @@ class LlamaDecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+def _check_attention_mask(mask, B: int, T: int, start: int):
+    """A padding mask (B, past + new) of 0/1, or a boolean (B or 1, 1, T, past + new) of the keys each query
+    sees (`True` = attend: packed sequences, as transformers takes a 4-D mask); ValueError otherwise."""
+    S = start + T
+    if mask.dim() == 4:
+        if mask.dtype != torch.bool or mask.shape[0] not in (1, B) or tuple(mask.shape[1:]) != (1, T, S):
+            raise ValueError(f"a 4-D attention_mask must be boolean of shape ({B} or 1, 1, {T}, {S}) "
+                             f"(batch, 1, new tokens, past + new), got {mask.dtype} {tuple(mask.shape)}")
+    elif tuple(mask.shape) != (B, S):
+        raise ValueError(f"attention_mask must have shape (batch, past + new tokens) = {(B, S)}, "
+                         f"got {tuple(mask.shape)}")
+
+
 class LlamaModel(nn.Module):
     """Embedding, decoder layers and final norm: input_ids (B, T) -> hidden states (B, T, hidden)."""
 
@@ -234,6 +247,8 @@ class LlamaModel(nn.Module):
     @staticmethod
     def _mask(attention_mask, start: int, T: int, device):
         """Return (mask, is_causal) for T new queries at positions start.. against start+T keys."""
+        if attention_mask is not None and attention_mask.dim() == 4:
+            return attention_mask, False                                   # the caller's (B, 1, T, S)
         if attention_mask is None:
             if start == 0 or T == 1:
                 return None, start == 0                         # SDPA's causal path / attend to the whole cache
@@ -254,11 +269,10 @@ class LlamaModel(nn.Module):
             what = f"the KV cache ({limit} positions, {start} used)" if cache is not None else \
                 f"max_position_embeddings ({limit})"
             raise ValueError(f"input of {T} tokens does not fit {what}")
-        if attention_mask is not None and tuple(attention_mask.shape) != (B, start + T):
-            raise ValueError(f"attention_mask must have shape (batch, past + new tokens) = {(B, start + T)}, "
-                             f"got {tuple(attention_mask.shape)}")
+        if attention_mask is not None:
+            _check_attention_mask(attention_mask, B, T, start)
         if position_ids is None:
-            if attention_mask is None:
+            if attention_mask is None or attention_mask.dim() == 4:
                 position_ids = torch.arange(start, start + T, device=input_ids.device)          # (T,)
             else:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:]   # (B, T)
@@ -376,21 +390,23 @@ class LinearCrossEntropy(torch.autograd.Function):
         n_valid, rows, full = valid.sum(), None, hidden.shape
         if n_valid < valid.numel():                                       # keep the M counted rows only
             rows = valid.nonzero().squeeze(1)                             # (M,)
-            hidden, targets, valid = hidden[rows], targets[rows], valid[rows]
+            hidden, targets = hidden[rows], targets[rows]
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_h = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
-        for s in range(0, hidden.shape[0], chunk_size):
-            h, t, v = hidden[s:s + chunk_size], targets[s:s + chunk_size], valid[s:s + chunk_size]
+        for s in range(0, hidden.shape[0], chunk_size):                   # every row left counts
+            h, t = hidden[s:s + chunk_size], targets[s:s + chunk_size, None]      # (c, d), (c, 1)
             logits = (h @ weight.T).float()                               # (c, V)
-            lse = torch.logsumexp(logits, dim=-1)                         # (c,)
-            t0 = t.clamp(min=0)[:, None]                                  # (c, 1), ignored -> 0 (masked below)
-            total += ((lse - logits.gather(1, t0).squeeze(1)) * v).sum()
+            top = logits.amax(-1, keepdim=True)                           # (c, 1), for a safe exp
+            picked = logits.gather(1, t)                                  # (c, 1): z_y
+            e = logits.sub_(top).exp_()                                   # exp(z - max z), in place: (c, V)
+            z = e.sum(-1, keepdim=True)                                   # (c, 1)
+            total += (top + z.log() - picked).sum()                       # logsumexp(z) - z_y, summed
             if grad_h is None and grad_w is None:
                 continue
-            g = logits.sub_(lse[:, None]).exp_()                          # softmax(z), in place: (c, V)
-            g.scatter_add_(1, t0, torch.full_like(lse[:, None], -1.0))    # softmax(z) - onehot(y)
-            g = g.mul_(v[:, None]).to(hidden.dtype)                       # ignored positions: no gradient
+            g = e.div_(z)                                                 # softmax(z), in place
+            g.scatter_add_(1, t, torch.full_like(z, -1.0))                # softmax(z) - onehot(y)
+            g = g.to(hidden.dtype)
             if grad_h is not None:
                 grad_h[s:s + chunk_size] = g @ weight                     # (c, d)
             if grad_w is not None:

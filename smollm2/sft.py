@@ -171,9 +171,8 @@ def play_task(n_train: int = 64, n_test: int = 40, heldout_fraction: float = 0.3
               max_chars: int = 160):
     """"Which play is this passage from?" over PLAY_TASK's four plays, deterministic. Each play's speeches are cut
     in two: the first (1 - heldout_fraction) give the training chats, the last part the held-out questions, and a
-    passage that occurs in both parts is dropped from the held-out ones, so no passage is shared. Passages are
-    speeches of 60 to `max_chars` characters. Returns (train chats, held-out tasks {"messages", "choices",
-    "label"}), balanced over the plays, shuffled by `seed`."""
+    passage that occurs in both parts is dropped from the held-out ones, so no passage is shared (passages: 60 to
+    `max_chars` characters). Returns (train chats, held-out tasks), balanced over the plays, shuffled by `seed`."""
     g = torch.Generator().manual_seed(seed)
     titles, train, test = list(PLAY_TASK.values()), [], []
     for relpath, title in PLAY_TASK.items():

@@ -249,7 +249,8 @@ def test_adapter_is_registered_and_imported_lazily():
 
     import smollm2.evaluate as ev
 
-    assert get_model("smollm2") is lm_eval_model() is ev.SmolLM2LM
+    adapter = ev.SmolLM2LM                                  # first use registers it (on its own: no test order)
+    assert get_model("smollm2") is adapter is lm_eval_model()
     code = ("import sys; sys.modules['lm_eval'] = None\n"          # lm_eval not installed
             "import smollm2, smollm2.evaluate as ev\n"
             "try:\n    ev.SmolLM2LM\nexcept ImportError as e:\n    print('ImportError:', e)\n")

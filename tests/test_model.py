@@ -122,3 +122,24 @@ def test_cli_params_and_help():
     assert "134,515,008" in r.stdout
     r = subprocess.run([sys.executable, "-m", "smollm2", "nonsense"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown command 'nonsense'" in r.stderr
+
+
+def test_four_d_mask_packs_sequences_without_crosstalk():
+    """Two sequences in one row, each attending only to itself (block-diagonal causal mask, positions restarting
+    at 0): the same hidden states as two separate forwards."""
+    torch.manual_seed(0)
+    m = LlamaForCausalLM(SmolLM2Config(**SMALL)).eval()
+    a, b = torch.randint(0, SMALL["vocab_size"], (5,)), torch.randint(0, SMALL["vocab_size"], (4,))
+    seg = torch.tensor([0] * 5 + [1] * 4)
+    pos = torch.cat([torch.arange(5), torch.arange(4)])
+    mask = (seg[None] == seg[:, None]) & (pos[None] <= pos[:, None])             # (9, 9) query x key
+    with torch.no_grad():
+        packed = m.model(torch.cat([a, b])[None], mask[None, None], pos[None])[0]  # (9, hidden)
+        alone = torch.cat([m.model(a[None])[0], m.model(b[None])[0]])
+        twice = m.model(torch.cat([a, b]).expand(2, -1), mask[None, None], pos[None])   # a (1, ...) mask broadcasts
+    torch.testing.assert_close(packed, alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(twice[1], alone, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"4-D attention_mask must be boolean of shape \(1 or 1, 1, 9, 9\)"):
+        m.model(torch.cat([a, b])[None], mask[None, None].float(), pos[None])
+    with pytest.raises(ValueError, match=r"4-D attention_mask .* got torch.bool \(1, 1, 8, 9\)"):
+        m.model(torch.cat([a, b])[None], mask[None, None, 1:], pos[None])

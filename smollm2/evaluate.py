@@ -444,7 +444,7 @@ def _eval_parser():
     p.add_argument("--task", choices=("hellaswag", "perplexity"), required=True)
     p.add_argument("--limit", type=int, default=None, help="hellaswag: score the first N tasks only")
     p.add_argument("--sample", type=int, default=None, help="hellaswag: a seeded random sample of N tasks "
-                   "(the same every run; notebook 06's 30 tasks are the first 30 of any larger sample)")
+                   "(the same every run; notebook 06's 16 tasks are the first 16 of any larger sample)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", help="a training checkpoint file, or a folder of them (the newest is used)")
     source.add_argument("--weights", default=DEFAULT_WEIGHTS, help=f"released weights (default {DEFAULT_WEIGHTS})")

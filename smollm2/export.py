@@ -72,10 +72,11 @@ def encode_tensor(w: torch.Tensor, kind: str, name: str = "tensor"):
 
     qtype = gguf.GGMLQuantizationType[kind]
     w = w.detach().to("cpu", torch.float32)
-    if not bool(torch.isfinite(w).all()):
+    lo, hi = torch.aminmax(w) if w.numel() else (torch.zeros(()), torch.zeros(()))  # one pass; NaN propagates
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
         raise ValueError(f"{name}: holds NaN or infinite values; GGUF export needs finite weights")
-    if kind == "F16" and float(w.abs().max()) > 65504:
-        raise ValueError(f"{name}: values up to {float(w.abs().max()):.4g} overflow float16 (max 65504); "
+    if kind == "F16" and max(-float(lo), float(hi)) > 65504:
+        raise ValueError(f"{name}: values up to {max(-float(lo), float(hi)):.4g} overflow float16 (max 65504); "
                          "export with dtype='bf16' or 'f32'")
     block = gguf.GGML_QUANT_SIZES[qtype][0]
     if w.shape[-1] % block:

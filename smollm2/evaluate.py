@@ -82,17 +82,6 @@ def pack_tails(prefix: list[int], tails: list[list[int]]):
     return ids, pos, mask, torch.tensor(rows)
 
 
-def _forward_masked(model, ids, pos, mask):
-    """The decoder stack on one packed sequence: (T,) ids at positions `pos` under a (T, T) mask (None: causal)
-    -> (T, d) final hidden states."""
-    m = model.model
-    x = m.embed_tokens(ids[None])                                              # (1, T, d)
-    cos, sin = m.rotary_emb(pos, x.dtype)                                      # (T, D)
-    for layer in m.layers:
-        x = layer(x, cos, sin, None if mask is None else mask[None, None], mask is None)   # SDPA
-    return m.norm(x)[0]                                                        # (T, d)
-
-
 @torch.inference_mode()
 def score_tokens(model, prefix: list[int], tails: list[list[int]]) -> tuple[list[float], list[bool]]:
     """Summed log-probs of each `tails[i]` after `prefix` (both token ids), and whether every tail token is the
@@ -104,7 +93,7 @@ def score_tokens(model, prefix: list[int], tails: list[list[int]]) -> tuple[list
         raise ValueError(f"score_tokens: prefix + longest tail exceed max_position_embeddings ({limit})")
     dev = model.model.embed_tokens.weight.device
     ids, pos, mask, rows = (None if x is None else x.to(dev) for x in pack_tails(prefix, tails))
-    h = _forward_masked(model, ids, pos, mask)                                 # (T, d)
+    h = model.model(ids[None], None if mask is None else mask[None, None], pos[None])[0]   # (T, d), 4-D mask
     targets = torch.tensor([x for t in tails for x in t], device=dev)          # (M,)
     lp, top = token_logprobs(model, h[rows], targets)                          # (M,) each
     owner = torch.tensor([i for i, t in enumerate(tails) for _ in t], device=dev)   # (M,): the tail of each

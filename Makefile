@@ -15,7 +15,7 @@ STAMP  := $(VENV)/.installed-test
 # pytest-xdist: JOBS workers, one thread each, a notebook's cells always on one worker (--dist loadfile).
 # On 2 cores this took the suite from 413 s to 263 s (AMD EPYC, AVX-512); JOBS=0 runs in one process.
 JOBS   ?= 2
-PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile
+PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: venv demo test test-kernels test-fast export check-export notebooks lab bench clean
 

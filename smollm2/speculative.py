@@ -3,7 +3,11 @@
 
 __all__ = ['accept_greedy', 'lookup_draft', 'SpeculativeStats', 'PromptLookup', 'DraftModel', 'accept_sampled']
 
+from dataclasses import dataclass, field
+
 import torch
+
+from smollm2.train import _check_int      # notebook 04's check: an int (not a bool) of at least a minimum
 
 
 def accept_greedy(drafts: torch.Tensor, valid: torch.Tensor, logits: torch.Tensor):
@@ -29,9 +33,6 @@ def lookup_draft(row: torch.Tensor, k: int, max_ngram: int = 3) -> torch.Tensor:
             if len(follow):
                 return follow
     return row[:0]
-
-
-from dataclasses import dataclass, field
 
 
 class _Sequence:
@@ -190,9 +191,6 @@ class _Lookup:
 
     def rollback(self, length: int):
         pass
-
-
-from smollm2.train import _check_int      # notebook 04's check: an int (not a bool) of at least a minimum
 
 
 @dataclass

@@ -356,6 +356,8 @@ def read_checkpoint(source, cache=None, cache_dir=None):
     """(SmolLM2Config, state dict) from any source `from_pretrained` accepts; nothing is built yet. A GGUF file
     is read through the cache of its float32 tensors (`read_gguf_cached`) if `cache` is True, or if it is None
     and `source` names a shipped model ("smollm2-135m-instruct"); never if `cache` is False."""
+    if cache is not None and not isinstance(cache, bool):
+        raise ValueError(f"cache must be None (the shipped models only), True or False, got {cache!r}")
     path = resolve_source(source)
     if path.is_dir():
         return read_hf_dir(path)

@@ -453,3 +453,9 @@ def test_weights_cache_unusable_folder_only_costs_the_cache(tmp_path):
         model = from_pretrained(path, cache=True, cache_dir=blocker)
     assert torch.equal(model.model.norm.weight, tiny_hf().model.norm.weight)
     assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("bad", ["yes", 1.0, "False"])
+def test_weights_cache_argument_is_checked(bad):
+    with pytest.raises(ValueError, match=r"cache must be None \(the shipped models only\), True or False, got"):
+        from_pretrained("smollm2-135m-instruct", cache=bad)

@@ -392,12 +392,11 @@ def _tensors_crc(state: dict) -> int:
 def _read_weights_entry(entry: Path):
     """(config, state) from a cache file; None if it is absent, unreadable or fails its CRC."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     try:
-        with safe_open(entry, "pt") as f:
+        with safe_open(entry, "pt") as f:                     # one open: the metadata, then every tensor
             meta = f.metadata() or {}
-        state = load_file(entry)
+            state = {name: f.get_tensor(name) for name in f.keys()}
         cfg = SmolLM2Config.from_dict(json.loads(meta["config"]), source=str(entry))
         return (cfg, state) if int(meta["crc32"]) == _tensors_crc(state) else None
     except Exception:           # missing (FileNotFoundError), truncated or foreign (SafetensorError), no metadata

@@ -173,6 +173,8 @@ def play_task(n_train: int = 64, n_test: int = 40, heldout_fraction: float = 0.3
     in two: the first (1 - heldout_fraction) give the training chats, the last part the held-out questions, and a
     passage that occurs in both parts is dropped from the held-out ones, so no passage is shared (passages: 60 to
     `max_chars` characters). Returns (train chats, held-out tasks), balanced over the plays, shuffled by `seed`."""
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 60:
+        raise ValueError(f"max_chars must be an integer >= 60 (the shortest passage), got {max_chars!r}")
     g = torch.Generator().manual_seed(seed)
     titles, train, test = list(PLAY_TASK.values()), [], []
     for relpath, title in PLAY_TASK.items():
@@ -181,6 +183,9 @@ def play_task(n_train: int = 64, n_test: int = 40, heldout_fraction: float = 0.3
         seen = set(speeches[:cut])
         held = [s for s in dict.fromkeys(speeches[cut:]) if s not in seen]
         for pool, out, n in ((speeches[:cut], train, n_train), (held, test, n_test)):
+            if len(pool) < n // len(PLAY_TASK):
+                raise ValueError(f"{title}: {len(pool)} speeches of 60-{max_chars} characters, {n // len(PLAY_TASK)} "
+                                 "needed (lower n_train / n_test or raise max_chars)")
             picks = torch.randperm(len(pool), generator=g)[:n // len(PLAY_TASK)].tolist()
             out += [(pool[i], title) for i in picks]
     train = [train[i] for i in torch.randperm(len(train), generator=g).tolist()]

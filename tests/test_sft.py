@@ -142,3 +142,12 @@ def test_finetune_command_writes_an_adapter(real_tok, tmp_path, capsys):
     data.write_text('{"messages": [{"role": "user", "content": "x"}]}\n')
     assert finetune_command(args) == 1
     assert "chat.jsonl:1: no assistant turn" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kw, match", [(dict(max_chars=59), r"max_chars must be an integer >= 60 .*got 59"),
+                                       (dict(max_chars=True), r"max_chars must be an integer >= 60 .*got True"),
+                                       (dict(n_test=4000), r"speeches of 60-160 characters, 1000 needed"),
+                                       (dict(max_chars=61, n_train=64), r"speeches of 60-61 characters, 16 needed")])
+def test_the_play_task_refuses_what_it_cannot_give(kw, match):
+    with pytest.raises(ValueError, match=match):
+        play_task(**kw)

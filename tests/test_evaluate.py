@@ -310,5 +310,5 @@ def test_cli_eval_writes_json_and_rejects_bad_limits(tmp_path, capsys):
     assert "hellaswag: 2 tasks" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         main(["eval", "--task", "hellaswag", "--limit", "0"])
-    assert e.value.code == 2 and "limit: expected a positive integer" in capsys.readouterr().err
+    assert e.value.code == 2 and "argument --limit: expected an integer >= 1, got '0'" in capsys.readouterr().err
     assert main(["--help"]) == 0 and "eval" in capsys.readouterr().out

@@ -140,8 +140,9 @@ def test_finetune_command_writes_an_adapter(real_tok, tmp_path, capsys):
     assert len(lora_layers(model)) == 7 * TINY.num_hidden_layers
     assert any(torch.count_nonzero(m.lora_B.weight) for m in lora_layers(model).values())   # it trained
     data.write_text('{"messages": [{"role": "user", "content": "x"}]}\n')
-    assert finetune_command(args) == 1
-    assert "chat.jsonl:1: no assistant turn" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:                              # bad data: refused before the model loads
+        finetune_command(args)
+    assert e.value.code == 2 and "chat.jsonl:1: no assistant turn" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kw, match", [(dict(max_chars=59), r"max_chars must be an integer >= 60 .*got 59"),

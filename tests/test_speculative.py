@@ -183,5 +183,5 @@ def test_cli_speculative_prints_plain_greedy_text(capsys, monkeypatch, real_ours
     assert capsys.readouterr().out == plain
     with pytest.raises(SystemExit) as exit_:
         main(args + ["--speculative", "lookup", "--draft-tokens", "0"])
-    assert exit_.value.code == 2
-    assert "num_tokens must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert exit_.value.code == 2                                  # refused by the parser, before any decoding
+    assert "argument --draft-tokens: expected an integer >= 1, got '0'" in capsys.readouterr().err

@@ -6,7 +6,7 @@
 Stored notebook outputs must not depend on the CPU. Running the notebooks again under a different kernel
 selection catches an output that does (a raw float difference, a loss printed to too many digits) on the
 machine where it was stored, before it fails on someone else's. Verified on torch 2.13.0 CPU wheels
-(`../shared/notes/portability.md` and the closing note of the portability issue):
+(the portability notes in CONTRIBUTING.md):
 
 * `ATEN_CPU_CAPABILITY` moves ATen's vectorised kernels (SDPA, softmax, elementwise ops) and, with them,
   float32 results; it can only go down from what the CPU has. AVX-512 machines are taken down to `avx2` (an

@@ -145,7 +145,7 @@ def test_packaging_metadata():
         e for req in meta["optional-dependencies"]["all"] for e in re.findall(r"\[([^\]]*)\]", req)[0].split(",")}
 
 
-@pytest.mark.parametrize("doc", ["README.md", "benchmarks/README.md", "CONTRIBUTING.md"])
+@pytest.mark.parametrize("doc", ["README.md", "benchmarks/README.md", "CONTRIBUTING.md", "docs/guide.md"])
 def test_docs_stand_alone(doc):
     """A user's clone has nothing beside it: no document points at a sibling folder."""
     text = (ROOT / doc).read_text()

@@ -251,7 +251,7 @@ def test_eight_concurrent_greedy_requests_through_the_server_equal_each_alone(se
 
 
 def test_a_failing_step_ends_its_rows_with_error_and_the_scheduler_goes_on(tiny, real_tok, monkeypatch, caplog):
-    import smollm2.serve as serve
+    import smollm2.batching as serve
 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
@@ -268,7 +268,7 @@ def test_a_failing_step_ends_its_rows_with_error_and_the_scheduler_goes_on(tiny,
 
 
 def test_a_failing_generation_is_answered_500_and_the_server_keeps_serving(server, client, monkeypatch):
-    import smollm2.serve as serve
+    import smollm2.batching as serve
 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")

@@ -33,7 +33,7 @@ def _prefix_function(s: str) -> list[int]:
 def _overlap(text: str, stop: str, fail: list[int]) -> int:
     """The length of the longest proper prefix of `stop` that `text` ends with, in O(len(stop)) steps."""
     k = 0
-    for ch in text[len(text) - len(stop) + 1:] if len(stop) > 1 else "":
+    for ch in text[max(0, len(text) - len(stop) + 1):]:
         while k and (k == len(stop) or stop[k] != ch):
             k = fail[k - 1]
         k += stop[k] == ch

@@ -401,3 +401,58 @@ def test_serve_forever_binds_before_it_announces(tiny, real_tok, capsys):
         assert "serving" not in capsys.readouterr().out
     finally:
         taken.close()
+
+
+def timed_chat(client, content="Hello!", max_tokens=8):
+    start = time.perf_counter()
+    client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": content}], temperature=0,
+                                   max_tokens=max_tokens)
+    return time.perf_counter() - start
+
+
+def test_a_normal_request_is_not_stalled_by_hostile_ones(server, client):
+    """Alone, then beside a hostile stop list (4 x 256 characters, 200 tokens), a 10 MB body and a prompt of
+    nearly the whole context (prefilled a chunk per step): the normal request stays within 2x (+0.5 s of slack
+    for a busy 2-core machine) of its median alone."""
+    import threading
+
+    alone_s = sorted(timed_chat(client) for _ in range(3))[1]
+    stops = {"model": NAME, "prompt": "Hi", "max_tokens": 200, "stop": ["a" * 255 + "b"] * 4}
+    long_prompt = {"model": NAME, "prompt": "word " * 4000, "max_tokens": 2}
+
+    def hostile():
+        post(server, "/completions", json.dumps(stops).encode())
+        post(server, "/completions", json.dumps(long_prompt).encode())
+        try:
+            post(server, "/chat/completions", b'{"messages": "' + b"x" * 10_000_000 + b'"}')
+        except urllib.error.URLError:           # refused before it is all sent
+            pass
+
+    threads = [threading.Thread(target=hostile) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    beside = [timed_chat(client) for _ in range(3)]
+    for t in threads:
+        t.join(timeout=60)
+    assert max(beside) < 2 * alone_s + 0.5, (alone_s, beside)
+
+
+def test_two_context_length_prompts_stay_within_the_memory_budget(tiny, real_tok):
+    """Peak RSS growth while two prompts of nearly the whole context decode together, with a token budget of
+    two contexts: bounded (the tiny model's KV cache is small; the point is that nothing scales with T x T)."""
+    def hwm_mb():
+        return int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
+
+    jobs = [completion_job(real_tok, tiny, "word " * 4000, temperature=0, max_tokens=4) for _ in range(2)]
+    with Scheduler(tiny, real_tok, token_budget=2 * tiny.config.max_position_embeddings) as s:
+        try:
+            open("/proc/self/clear_refs", "w").write("5")           # reset the peak
+        except OSError:
+            pytest.skip("cannot reset VmHWM here")
+        before = hwm_mb()
+        got = answers([s.submit(job) for job in jobs])
+        grown = hwm_mb() - before
+    assert [g[1:] for g in got] == [("length", 4)] * 2
+    print(f"peak RSS growth with two 4k-token prompts: {grown:.0f} MB")
+    assert grown < 300, grown

@@ -19,3 +19,4 @@ from .quantize import *  # noqa: F401,F403
 from .speculative import *  # noqa: F401,F403
 from .export import *  # noqa: F401,F403
 from .serve import *  # noqa: F401,F403
+from .batching import *  # noqa: F401,F403

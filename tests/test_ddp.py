@@ -76,7 +76,7 @@ def test_ddp_gradients_equal_single_process_on_combined_batch(tmp_path):
     # after training, the replicas are identical; only rank 0 wrote checkpoints and the log
     assert all(torch.equal(r0["weights"][k], r1["weights"][k]) for k in r0["weights"])
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
-        "checkpoint_step_2.pt", "checkpoint_step_3.pt", "loss_history.jsonl"]
+        "checkpoint_step_2.pt", "checkpoint_step_3.pt", "loss.png", "loss_history.jsonl"]
     steps = [json.loads(line)["step"] for line in (tmp_path / "ck" / "loss_history.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
     state = torch.load(tmp_path / "ck" / "checkpoint_step_3.pt", weights_only=True)

@@ -142,7 +142,7 @@ def test_rotation_keeps_max_checkpoints(text_file, tmp_path):
     t = make(text_file, tmp_path / "ck", checkpoint_interval=1, max_checkpoints=2, target_steps=5)
     t.train()
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
-        "checkpoint_step_4.pt", "checkpoint_step_5.pt", "loss_history.jsonl"]
+        "checkpoint_step_4.pt", "checkpoint_step_5.pt", "loss.png", "loss_history.jsonl"]
     state = torch.load(tmp_path / "ck" / "checkpoint_step_5.pt", weights_only=True)
     assert state["step"] == 5 and state["train_config"]["batch_size"] == 2
     assert state["model_config"]["hidden_size"] == 64 and isinstance(state["rng"]["torch"], torch.Tensor)
@@ -186,7 +186,7 @@ def test_all_checkpoints_corrupt_stops_unless_restart(text_file, tmp_path):
         make(text_file, ck, checkpoint_interval=1, max_checkpoints=2, target_steps=4)
     assert snapshot(ck) == before                # never silently back to step 0
     with pytest.warns(UserWarning, match=r"restart: moved checkpoint_step_2.pt, checkpoint_step_4.pt, "
-                                         r"loss_history.jsonl into .*previous-run-"):
+                                         r"loss_history.jsonl, loss.png into .*previous-run-"):
         t = make(text_file, ck, checkpoint_interval=1, max_checkpoints=2, target_steps=4, restart=True)
     assert t.step == 0
     kept = [p for p in ck.iterdir() if p.name.startswith("previous-run-")]
@@ -410,7 +410,7 @@ def test_complete_temporary_checkpoint_is_used_not_deleted(text_file, tmp_path):
     assert t.step == 4 and same_weights(t.model, reference.model)
     t.train(5)
     assert sorted(p.name for p in ck.iterdir()) == [".notes.txt.tmp.1", "checkpoint_step_2.pt", "checkpoint_step_4.pt",
-                                                    "checkpoint_step_5.pt", "loss_history.jsonl"]
+                                                    "checkpoint_step_5.pt", "loss.png", "loss_history.jsonl"]
 
 
 def test_interrupted_save_cut_inside_its_archive_is_removed(text_file, tmp_path):
@@ -510,8 +510,9 @@ def test_disk_full_during_save_is_a_clean_stop(text_file, tmp_path, capsys, monk
     assert "Traceback" not in err
     monkeypatch.undo()
     after = snapshot(ck)
-    assert {k: v for k, v in after.items() if k != "loss_history.jsonl"} == {
-        k: v for k, v in before.items() if k != "loss_history.jsonl"} and not list(ck.glob(".*"))
+    logs = ("loss_history.jsonl", "loss.png")                 # the log and its plot go on; the checkpoints do not
+    assert {k: v for k, v in after.items() if k not in logs} == {
+        k: v for k, v in before.items() if k not in logs} and not list(ck.glob(".*"))
 
 
 @pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux sysfs (not writable, even for root)")
@@ -680,7 +681,8 @@ FLAGS = {"input_file": (["--input", "other.txt"], "other.txt"), "val_fraction": 
          "sample_prompt": (["--sample-prompt", "ROMEO:"], "ROMEO:"), "sample_tokens": (["--sample-tokens", "5"], 5),
          "log_interval": (["--log-interval", "1"], 1), "progress": (["--no-progress"], False),
          "device": (["--device", "cpu"], "cpu"), "dtype": (["--dtype", "float32"], "float32"),
-         "compile": (["--compile"], True)}
+         "compile": (["--compile"], True), "fused_loss": (["--fused-loss", "off"], "off"),
+         "lean_swiglu": (["--lean-swiglu", "on"], "on")}
 
 
 def test_cli_flags_are_the_trainconfig_fields(capsys):
@@ -709,3 +711,109 @@ def test_cli_refuses_a_changed_setting_on_resume(text_file, tmp_path, capsys):
     assert cli(args + ["--beta2", "0.99"]) == 1
     err = capsys.readouterr().err
     assert "was saved with a different configuration" in err and "betas: checkpoint [0.9, 0.95], now [0.9, 0.99]" in err
+
+
+# ---------------------------------------------------------------- device-aware extras, compile, loss.png
+def test_extras_are_chosen_per_device():
+    from smollm2.train import uses_extra
+
+    assert uses_extra("auto", "cpu") and not uses_extra("auto", "cuda") and not uses_extra("auto", "mps")
+    assert not uses_extra("auto", "cpu", compile=True)            # inductor fuses the plain code itself
+    assert uses_extra("on", "cuda", compile=True) and not uses_extra("off", "cpu")
+    with pytest.raises(ValueError, match=r"one of \('auto', 'on', 'off'\), got 'yes'"):
+        uses_extra("yes", "cpu")
+
+
+@pytest.mark.parametrize("name", ["fused_loss", "lean_swiglu"])
+def test_extra_settings_are_validated(name):
+    with pytest.raises(ValueError, match=rf"^{name} must be one of \('auto', 'on', 'off'\), got True$"):
+        TrainConfig(**{name: True})
+
+
+def test_extras_off_give_the_same_losses(text_file, tmp_path):
+    """Both extras are the same maths: on (the CPU default) and off train to the same losses."""
+    on = make(text_file, tmp_path / "on", target_steps=3, eval_interval=0).train()
+    t = make(text_file, tmp_path / "off", target_steps=3, eval_interval=0, fused_loss="off", lean_swiglu="off")
+    assert not t.fused_loss_on
+    assert all(type(m).forward is not m.forward.__func__ for m in t.model.modules()
+               if isinstance(m, smollm2.model.LlamaMLP))                       # autograd's SwiGLU swapped in
+    off = t.train()
+    for a, b in zip(on, off):
+        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-5), (a, b)
+
+
+def test_attention_can_use_flash_kernels(text_file, tmp_path, monkeypatch):
+    """Training calls SDPA without a mask and with is_causal=True: what flash / efficient attention need."""
+    calls, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kw):
+        calls.append((kw.get("attn_mask"), kw.get("is_causal")))
+        return sdpa(*args, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    make(text_file, tmp_path / "c", target_steps=1, eval_interval=0).train()
+    assert calls and all(mask is None and causal is True for mask, causal in calls)
+
+
+@pytest.mark.slow
+def test_compiled_steps_match_eager_ones(text_file, tmp_path):
+    """compile=True (inductor, CPU): 2 steps train to the eager losses (loss path differs: plain vs fused)."""
+    eager = make(text_file, tmp_path / "eager", target_steps=2, eval_interval=0).train()
+    t = make(text_file, tmp_path / "compiled", target_steps=2, eval_interval=0, compile=True)
+    assert not t.fused_loss_on and t._forward_model is not t.model
+    compiled = t.train()
+    assert [r["step"] for r in compiled] == [1, 2]
+    for a, b in zip(eager, compiled):
+        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-4), (a, b)
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_loss_png_is_written_and_updated(text_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    t = make(text_file, tmp_path / "c", target_steps=4, eval_interval=2)
+    t.train()
+    first = (tmp_path / "c" / "loss.png").read_bytes()
+    assert first.startswith(PNG) and first[12:16] == b"IHDR"
+    t.train(target_steps=6)
+    second = (tmp_path / "c" / "loss.png").read_bytes()
+    assert second.startswith(PNG) and second != first                 # redrawn with the new points
+    assert not list((tmp_path / "c").glob(".loss.png.tmp.*"))
+
+
+def test_a_failed_plot_leaves_the_old_one(text_file, tmp_path, monkeypatch):
+    mpl = pytest.importorskip("matplotlib.figure")
+    t = make(text_file, tmp_path / "c", target_steps=2, eval_interval=2)
+    t.train()
+    before = (tmp_path / "c" / "loss.png").read_bytes()
+
+    def broken(self, fname, **kw):
+        with open(fname, "wb") as f:
+            f.write(PNG[:4])                               # half a file, then the disk fills up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mpl.Figure, "savefig", broken)
+    with pytest.raises(OSError):
+        t.train(target_steps=4)
+    assert (tmp_path / "c" / "loss.png").read_bytes() == before
+    assert not list((tmp_path / "c").glob(".loss.png.tmp.*"))
+
+
+def test_without_matplotlib_a_note_once(text_file, tmp_path, monkeypatch, capsys):
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)           # import matplotlib -> ImportError
+    make(text_file, tmp_path / "c", target_steps=6, eval_interval=2).train()
+    out = capsys.readouterr().out
+    assert out.count("matplotlib is not installed") == 1 and not (tmp_path / "c" / "loss.png").exists()
+
+
+def test_an_interrupted_plot_is_cleaned_up(text_file, tmp_path):
+    d = tmp_path / "c"
+    d.mkdir()
+    (d / f".loss.png.tmp.{os.getpid()}.abcd1234").write_bytes(PNG[:3])
+    make(text_file, d, target_steps=1, eval_interval=0).train()
+    assert not list(d.glob(".loss.png.tmp.*"))

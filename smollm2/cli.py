@@ -83,7 +83,7 @@ def run_command(parser, argv, body) -> int:
 
 DEFAULT_WEIGHTS = "smollm2-135m-instruct"
 MODEL_SOURCES: dict = {}  # flag -> (help, check(value), load(value, tokenizer) -> model); 03: --weights, 04: --checkpoint
-MODEL_OPTIONS: list = []  # dicts of add(group), check(args), apply(args, model) -> model; 04 --device, 07 --adapter, 08 --quantize
+MODEL_OPTIONS: dict = {}  # name -> add(group), check(args), apply(args, model); 04 device, 07 adapter, 08 quantize
 
 
 def model_source(flag: str, help: str, check):
@@ -94,10 +94,11 @@ def model_source(flag: str, help: str, check):
     return register
 
 
-def model_option(add, check, apply, inference_only: bool = False):
-    """Register a model option: `add(group)` adds its flags, `check(args)` refuses bad values before anything
-    loads, `apply(args, model)` returns the model changed (moved, merged, quantised). Applied in notebook order."""
-    MODEL_OPTIONS.append(dict(add=add, check=check, apply=apply, inference_only=inference_only))
+def model_option(name: str, add, check, apply, inference_only: bool = False):
+    """Register the model option `name`: `add(group)` adds its flags, `check(args)` refuses bad values before
+    anything loads, `apply(args, model)` returns the model changed (moved, merged, quantised). Options apply in
+    the order they were first registered (notebook order); registering a name again replaces it."""
+    MODEL_OPTIONS[name] = dict(add=add, check=check, apply=apply, inference_only=inference_only)
 
 
 def check_weights(value):
@@ -125,7 +126,7 @@ def add_source_flags(parser, inference: bool = True):
     for flag, (help, _, _) in MODEL_SOURCES.items():
         source.add_argument(flag, help=help)
     group.add_argument("--tokenizer", help=f"tokenizer source (default: that of --weights, else {DEFAULT_WEIGHTS})")
-    options = [o for o in MODEL_OPTIONS if inference or not o["inference_only"]]
+    options = [o for o in MODEL_OPTIONS.values() if inference or not o["inference_only"]]
     for option in options:
         option["add"](group)
     parser.set_defaults(model_options=options)
@@ -297,7 +298,7 @@ def _add_device(group):
     group.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
 
 
-model_option(_add_device, lambda args: usable_device(args.device),
+model_option("device", _add_device, lambda args: usable_device(args.device),
              lambda args, model: model.to(usable_device(args.device)), inference_only=True)
 
 
@@ -425,12 +426,12 @@ def train_command(argv=None) -> int:
             dist.destroy_process_group()
 
 
-DECODING_OPTIONS: list = []   # dicts of add(group), check(args), options(args, model) -> dict; 08: --speculative
+DECODING_OPTIONS: dict = {}   # name -> add(group), check(args), options(args, model) -> dict; 08: speculative
 
 
-def decoding_option(add, check, options):
-    """Register a decoding flag of `generate` and `chat` (as `model_option` registers model flags)."""
-    DECODING_OPTIONS.append(dict(add=add, check=check, options=options))
+def decoding_option(name: str, add, check, options):
+    """Register the decoding option `name` of `generate` and `chat` (as `model_option` registers model flags)."""
+    DECODING_OPTIONS[name] = dict(add=add, check=check, options=options)
 
 
 def _generation_parser(name: str):
@@ -453,9 +454,9 @@ def _generation_parser(name: str):
     s.add_argument("--repetition-penalty", type=float, default=None, help="> 1 discourages repeats (1 = off)")
     s.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
     s.add_argument("--greedy", action="store_true", help="always take the most likely token (--temperature 0)")
-    for option in DECODING_OPTIONS:
+    for option in DECODING_OPTIONS.values():
         option["add"](s)
-    p.set_defaults(decoding_options=list(DECODING_OPTIONS))
+    p.set_defaults(decoding_options=list(DECODING_OPTIONS.values()))
     return p
 
 
@@ -655,7 +656,7 @@ def _merge_adapter(args, model):
     return merge_and_unload(load_adapter(model, args.adapter))
 
 
-model_option(_add_adapter, _check_adapter, _merge_adapter)
+model_option("adapter", _add_adapter, _check_adapter, _merge_adapter)
 
 
 FINETUNE_DEFAULTS = dict(target_steps=200, learning_rate=2e-4, checkpoint_dir="checkpoints/finetune",
@@ -766,7 +767,7 @@ def _quantized(args, model):
     return quantize(args.float_model, args.quantize)
 
 
-model_option(_add_quantize, _check_quantize, _quantized, inference_only=True)
+model_option("quantize", _add_quantize, _check_quantize, _quantized, inference_only=True)
 
 
 def _add_speculative(group):
@@ -797,7 +798,7 @@ def _speculative(args, model) -> dict:
     return {"speculative": draft if args.speculative == "draft" else PromptLookup(fallback=draft)}
 
 
-decoding_option(_add_speculative, _check_speculative, _speculative)
+decoding_option("speculative", _add_speculative, _check_speculative, _speculative)
 
 
 def _check_gguf_path(path: str):

@@ -345,8 +345,9 @@ def test_cli_trains_and_resumes(text_file, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "resuming from" in out and "checkpoint_step_3.pt" in out and "done: step 4" in out
     assert [s for s, _ in list_checkpoints(tmp_path / "ck")] == [2, 3, 4]
-    assert cli(args + ["--steps", "4", "--batch-size", "0"]) == 1
-    assert "error: batch_size must be an integer >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:                                       # bad input: refused, status 2
+        cli(args + ["--steps", "4", "--batch-size", "0"])
+    assert e.value.code == 2 and "error: --batch-size must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_bf16_autocast_when_asked(text_file, tmp_path):
@@ -686,7 +687,7 @@ FLAGS = {"input_file": (["--input", "other.txt"], "other.txt"), "val_fraction": 
 
 
 def test_cli_flags_are_the_trainconfig_fields(capsys):
-    from smollm2.cli import _train_parser, _train_settings
+    from smollm2.cli import _train_parser, train_settings as _train_settings
 
     ap = _train_parser()
     assert list(FLAGS) == [f.name for f in dataclasses.fields(TrainConfig)]
@@ -708,8 +709,10 @@ def test_cli_refuses_a_changed_setting_on_resume(text_file, tmp_path, capsys):
     args = tiny_train_args(text_file, tmp_path) + ["--steps", "2"]
     assert cli(args) == 0
     capsys.readouterr()
-    assert cli(args + ["--beta2", "0.99"]) == 1
+    with pytest.raises(SystemExit) as e:                         # flags that contradict the checkpoint: bad input
+        cli(args + ["--beta2", "0.99"])
     err = capsys.readouterr().err
+    assert e.value.code == 2
     assert "was saved with a different configuration" in err and "betas: checkpoint [0.9, 0.95], now [0.9, 0.99]" in err
 
 

@@ -40,10 +40,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with a mistake reported in two short lines instead of the whole usage block."""
+    """argparse, with a mistake reported in two short lines instead of the whole usage block: a pointer to
+    --help, then the error itself (last, where the eye and `tail -1` land)."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options)\n")
+        self.exit(2, f"usage: {self.prog} [options]   (`{self.prog} --help` lists them)\n{self.prog}: error: {message}\n")
 
 
 def new_parser(name: str, description: str) -> argparse.ArgumentParser:

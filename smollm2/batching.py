@@ -204,19 +204,26 @@ class _Batch:
         self.mask, self.pos = mask, self.pos + 1
 
 
-class _Prefill:
-    """A long prompt prefilled `chunk` tokens at a time, between the batch's decode steps, into a cache of its
-    own (sized for the row alone: prompt + max_tokens); `advance()` is True once the whole prompt is in."""
+LONG_PROMPT_CHUNKS = 8     # a prompt of more chunks than this is prefilled chunk by chunk, between decode steps
 
-    def __init__(self, model, row, chunk: int):
-        self.model, self.row, self.chunk, self.logits = model, row, chunk, None
+
+class _Prefill:
+    """A long prompt prefilled a chunk at a time into a cache of its own (sized for the row alone: prompt +
+    max_tokens); `advance(chunk)` is True once the whole prompt is in. It keeps the seconds it spent and the
+    seconds the batch spent decoding meanwhile: the scheduler gives it at most half of the time while other rows
+    wait for tokens (so they slow down at most about 2x, plus one chunk), and all of it while none do."""
+
+    def __init__(self, model, row):
+        self.model, self.row, self.logits = model, row, None
         self.ids = torch.tensor([row.ids], device=next(model.parameters()).device)   # (1, T)
         self.cache = model.new_cache(1, len(row.ids) + row.max_new)
+        self.spent_s = self.decoded_s = 0.0
 
-    def advance(self) -> bool:
-        start = self.cache.length
-        piece = self.ids[:, start:start + self.chunk]                                  # (1, <= chunk)
+    def advance(self, chunk: int) -> bool:
+        t0, start = time.perf_counter(), self.cache.length
+        piece = self.ids[:, start:start + chunk]                                       # (1, <= chunk)
         self.logits = self.model(piece, cache=self.cache, logits_to_keep=1).logits[:, -1]   # (1, V)
+        self.spent_s += time.perf_counter() - t0
         return self.cache.length == self.ids.shape[1]
 
     def join(self, batch: _Batch):
@@ -246,11 +253,12 @@ class Scheduler:
     rows together (continuous batching: a request that arrives while a batch runs joins it at the next step).
     `submit(job, send)` queues a request and returns its `Row`; `close()` stops the thread; `stats` counts the
     steps and the largest batch. Bounds: the rows' KV cache holds at most `token_budget` positions in all (a
-    row alone always fits), prompts longer than `prefill_chunk` are prefilled that many tokens per step between
-    the others' decode steps, and at most `max_waiting` requests wait (then `submit` raises SchedulerBusy)."""
+    row alone always fits), prompts longer than `LONG_PROMPT_CHUNKS` x `prefill_chunk` tokens are prefilled a
+    chunk at a time, taking at most half the time while other rows decode, and at most `max_waiting` requests
+    wait (then `submit` raises SchedulerBusy)."""
 
     def __init__(self, model, tokenizer, max_batch: int = 8, wait_s: float = 0.005, token_budget: int = 16384,
-                 prefill_chunk: int = 128, max_waiting: int = 64):
+                 prefill_chunk: int = 32, max_waiting: int = 64):
         if isinstance(wait_s, bool) or not isinstance(wait_s, (int, float)) or not 0 <= wait_s <= 1:
             raise ValueError(f"wait_s: expected seconds in [0, 1], got {wait_s!r}")
         for name, value in [("token_budget", token_budget), ("prefill_chunk", prefill_chunk),
@@ -310,23 +318,21 @@ def _run(self):
 
 @patch_to(Scheduler)
 def _turn(self, batch: _Batch, waiting: deque) -> _Batch:
-    """Let the waiting rows that may join in; feed a long prompt's next chunk (it joins once all is in); then
-    every row takes a token. A failure of the model ends this batch's rows and starts an empty batch."""
+    """Let the waiting rows that may join in; feed a long prompt's next chunk when it is its turn (it joins once
+    all is in); then every row takes a token. A failure of the model ends this batch's rows and starts an empty
+    batch."""
     new = self._admissible(batch, waiting)
     try:
         if new:
             batch.admit(new)
-        pending = batch.pending
-        if pending is not None and pending.row.cancelled:
-            batch.pending = None
-            pending.row.end("disconnected")
-        elif pending is not None and pending.advance():
-            batch.pending = None
-            pending.join(batch)
+        self._feed_prefill(batch)
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch.rows))
         if batch.rows:
+            t0 = time.perf_counter()
             batch.step()
             self.stats["steps"] += 1
+            if batch.pending is not None:
+                batch.pending.decoded_s += time.perf_counter() - t0
         return batch
     except Exception:                                  # the model failed: end this batch's rows, keep serving
         _log.exception("batched decoding failed")
@@ -334,6 +340,22 @@ def _turn(self, batch: _Batch, waiting: deque) -> _Batch:
             if not row.done:
                 row.end("error")
         return _Batch(self.model)
+
+
+@patch_to(Scheduler)
+def _feed_prefill(self, batch: _Batch):
+    """The pending long prompt's next chunk: `prefill_chunk` tokens when it has had no more time than the
+    decoding rows (fair share), `LONG_PROMPT_CHUNKS` chunks at once when no row is decoding (nobody waits)."""
+    pending = batch.pending
+    if pending is None:
+        return
+    if pending.row.cancelled:
+        batch.pending = None
+        pending.row.end("disconnected")
+    elif not batch.rows or pending.spent_s <= pending.decoded_s:
+        if pending.advance(self.prefill_chunk * (LONG_PROMPT_CHUNKS if not batch.rows else 1)):
+            batch.pending = None
+            pending.join(batch)
 
 
 @patch_to(Scheduler)
@@ -361,23 +383,26 @@ def _collect(self, batch: _Batch, waiting: deque) -> bool:
 @patch_to(Scheduler)
 def _admissible(self, batch: _Batch, waiting: deque) -> list:
     """The waiting rows that join now, in arrival order, while the batch has room (`max_batch` rows, a cache
-    within the model's context and `token_budget`); a prompt longer than `prefill_chunk` becomes the batch's
-    `pending` prefill instead (one at a time). Rows cancelled while they waited end here."""
-    new, extra = [], [batch.pending.row] if batch.pending else []
+    within the model's context and `token_budget`); a prompt longer than `LONG_PROMPT_CHUNKS` chunks becomes
+    the batch's `pending` prefill instead (one at a time). A row that cannot join yet keeps its place without blocking the
+    rows behind it (a short request never waits behind a long one). Rows cancelled while they waited end here."""
+    new, extra, kept = [], [batch.pending.row] if batch.pending else [], deque()
     while waiting and len(batch.rows) + len(new) + len(extra) < self.max_batch:
-        row, long = waiting[0], len(waiting[0].ids) > self.prefill_chunk
+        row = waiting.popleft()
+        long = len(row.ids) > LONG_PROMPT_CHUNKS * self.prefill_chunk
         if not row.cancelled and (long and extra or (batch.rows or new or extra) and
                                   not self._fits(batch, new + extra + [row])):
-            break
-        waiting.popleft()
+            kept.append(row)
+            continue
         with self._lock:
             self._waiting -= 1
         if row.cancelled:
             row.end("disconnected")
         elif long:
-            batch.pending, extra = _Prefill(self.model, row, self.prefill_chunk), [row]
+            batch.pending, extra = _Prefill(self.model, row), [row]
         else:
             new.append(row)
+    waiting.extendleft(reversed(kept))
     return new
 
 

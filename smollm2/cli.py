@@ -849,7 +849,7 @@ def _serve_parser():
     s.add_argument("--max-tokens", type=int, default=256, help="max_tokens when a request gives none")
     s.add_argument("--max-batch", type=int, default=8, help="requests decoded together")
     s.add_argument("--token-budget", type=int, default=16384, help="KV-cache positions of all admitted requests")
-    s.add_argument("--prefill-chunk", type=int, default=128, help="prompt tokens prefilled between decode steps")
+    s.add_argument("--prefill-chunk", type=int, default=32, help="prompt tokens per prefill chunk between decode steps")
     s.add_argument("--max-waiting", type=int, default=64, help="requests queued beyond the batch; more get 503")
     s.add_argument("--max-body-bytes", type=int, default=1_000_000, help="larger request bodies get 413")
     s.add_argument("--shutdown-timeout", type=float, default=5.0, help="seconds open requests get at Ctrl-C")

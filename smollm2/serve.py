@@ -273,7 +273,7 @@ class ServeConfig:
     max_tokens: int = 256               # max_tokens when a request gives none
     max_batch: int = 8                  # requests decoded together
     token_budget: int = 16384           # KV-cache positions of all admitted rows together (one row alone fits)
-    prefill_chunk: int = 128            # prompt tokens prefilled per step, between the other rows' decode steps
+    prefill_chunk: int = 32             # prompt tokens per prefill chunk, between the other rows' decode steps
     max_waiting: int = 64               # requests queued beyond the batch; more are answered 503
     max_body_bytes: int = 1_000_000     # a larger request body is answered 413
     shutdown_timeout: float = 5.0       # seconds open requests get after SIGTERM / Ctrl-C

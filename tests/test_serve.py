@@ -456,3 +456,18 @@ def test_two_context_length_prompts_stay_within_the_memory_budget(tiny, real_tok
     assert [g[1:] for g in got] == [("length", 4)] * 2
     print(f"peak RSS growth with two 4k-token prompts: {grown:.0f} MB")
     assert grown < 300, grown
+
+
+def test_a_short_request_does_not_wait_behind_long_prompts(tiny, real_tok):
+    """Two long prompts and a short request arrive together: the first long one is prefilled a chunk at a time,
+    the second waits for its turn, and the short one joins at once (it used to queue behind the second long one
+    and wait for the whole first prefill), so it ends first, while the long ones are still being prefilled."""
+    longs = [completion_job(real_tok, tiny, "word " * 3000, temperature=0, max_tokens=4) for _ in range(2)]
+    short = completion_job(real_tok, tiny, "Hello", temperature=0, max_tokens=4)
+    with Scheduler(tiny, real_tok, token_budget=3 * tiny.config.max_position_embeddings, prefill_chunk=16) as s:
+        rows = [s.submit(job) for job in longs + [short]]
+        order, deadline = [], time.monotonic() + 60
+        while len(order) < 3 and time.monotonic() < deadline:
+            order += [i for i, row in enumerate(rows) if row.done and i not in order]
+            time.sleep(0.002)
+    assert order[:1] == [2] and sorted(order) == [0, 1, 2], order

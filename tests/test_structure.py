@@ -126,3 +126,28 @@ def long_teaching_cells() -> list[str]:
 def test_teaching_path_cells_are_short():
     found = long_teaching_cells()
     assert not found, f"teaching-path code cells over {MAX_CELL_LINES} lines (split them): {found}"
+
+
+@pytest.mark.parametrize("module", modules())
+def test_generated_modules_import_at_the_top(module):
+    """tools/export.py hoists every top-level import of a module's cells to its top, each once: no import
+    statement after the first definition (imports inside functions are the lazy ones and stay)."""
+    body = ast.parse((PKG / f"{module}.py").read_text()).body
+    first = next((i for i, node in enumerate(body) if not isinstance(node, (ast.Import, ast.ImportFrom))), len(body))
+    late = [node.lineno for node in body[first:] if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert not late, f"{module}.py imports below its first definition, at lines {late}"
+    seen = [ast.dump(node) for node in body[:first]]
+    assert len(seen) == len(set(seen)), f"{module}.py repeats an import"
+
+
+def test_the_exporter_hoists_and_merges_imports(tmp_path):
+    """The exporter's own behaviour on a made-up module: imports from several cells end up once, merged, on top."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("export_tool", PKG.parent / "tools" / "export.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    imports, body = tool._split_imports("import torch\nfrom smollm2.model import patch_to  # why\n\n\nx = 1\n")
+    assert imports == ["import torch", "from smollm2.model import patch_to  # why"] and body == "x = 1"
+    block = tool._import_block(imports + ["import os", "import torch", "from smollm2.model import LlamaMLP"])
+    assert block == "import os\n\nimport torch\n\nfrom smollm2.model import LlamaMLP, patch_to  # why"

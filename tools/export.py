@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import re
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +51,64 @@ def _public_names(code: str) -> list[str]:
     return [n for n in names if not n.startswith("_")]
 
 
+def _split_imports(code: str) -> tuple[list[str], str]:
+    """The top-level import statements of a cell (each with the comment on its line) and the code without them.
+    Imports inside functions or `try:` blocks stay where they are."""
+    lines = code.splitlines()
+    found, drop = [], set()
+    for node in ast.parse(code).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append("\n".join(lines[node.lineno - 1:node.end_lineno]))
+            drop.update(range(node.lineno - 1, node.end_lineno))
+    rest = "\n".join(line for i, line in enumerate(lines) if i not in drop)
+    return found, re.sub(r"\n{3,}", "\n\n", rest).strip("\n")
+
+
+def _import_key(statement: str) -> tuple[int, str]:
+    """Sort imports as isort does: __future__, the standard library, third-party packages, smollm2."""
+    node = ast.parse(statement).body[0]
+    top = (node.module if isinstance(node, ast.ImportFrom) else node.names[0].name).split(".")[0]
+    group = 0 if top == "__future__" else 3 if top == "smollm2" else 1 if top in sys.stdlib_module_names else 2
+    return group, statement.startswith("from "), statement.lower()
+
+
+def _merged(statements: list[str]) -> list[str]:
+    """Each import once: `from m import a` and `from m import b` become `from m import a, b` (the first one's
+    comment kept), a repeated `import x` (with or without a comment) one line."""
+    plain, froms = {}, {}
+    for statement in statements:
+        node = ast.parse(statement).body[0]
+        comment = statement.split("#", 1)[1].strip() if "#" in statement.splitlines()[-1] else ""
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module != "__future__":
+            names, first = froms.setdefault(node.module, ({}, comment))
+            names.update({(a.name, a.asname): None for a in node.names})
+        else:
+            plain.setdefault(ast.dump(node), statement.strip())
+    merged = list(plain.values())
+    for module, (names, comment) in froms.items():
+        parts = sorted(f"{n} as {a}" if a else n for n, a in names)
+        line = f"from {module} import {', '.join(parts)}"
+        if len(line) > 115:                               # wrapped the way the notebooks write it
+            head = f"from {module} import ("
+            line = textwrap.fill(", ".join(parts) + ")", 115, initial_indent=head,
+                                 subsequent_indent=" " * len(head), break_on_hyphens=False)
+        merged.append(line + (f"  # {comment}" if comment and len(line) + len(comment) < 117 else ""))
+    return merged
+
+
+def _import_block(statements: list[str]) -> str:
+    """One block of the cells' imports, each statement once, grouped and sorted, a blank line between groups."""
+    unique = sorted(_merged(statements), key=_import_key)
+    out, last = [], None
+    for statement in unique:
+        group = _import_key(statement)[0]
+        if last is not None and group != last:
+            out.append("")
+        out.append(statement)
+        last = group
+    return "\n".join(out)
+
+
 def render() -> dict[str, str]:
     """Return {relative path: text} for every file the notebooks export."""
     modules: dict[str, dict] = {}
@@ -72,13 +132,16 @@ def render() -> dict[str, str]:
                     raise SystemExit(f"{nb_path.name}: `#| {name}` before `#| default_exp`")
                 if any(l.lstrip().startswith(("%", "!")) for l in code.splitlines()):
                     raise SystemExit(f"{nb_path.name}: a %magic or !shell line in an exported cell")
-                entry = modules.setdefault(mod, {"notebooks": [], "cells": [], "all": []})
+                entry = modules.setdefault(mod, {"notebooks": [], "cells": [], "all": [], "imports": []})
                 if mod not in order:
                     order.append(mod)
                 rel = f"notebooks/{nb_path.name}"
                 if rel not in entry["notebooks"]:
                     entry["notebooks"].append(rel)
-                entry["cells"].append(code)
+                imports, body = _split_imports(code)
+                entry["imports"] += imports
+                if body:
+                    entry["cells"].append(body)
                 if name == "export":
                     entry["all"] += [n for n in _public_names(code) if n not in entry["all"]]
     files = {}
@@ -88,7 +151,8 @@ def render() -> dict[str, str]:
                 f"# Edit the notebook, then run `make export` (python tools/export.py).\n")
         all_line = "__all__ = [" + ", ".join(repr(n) for n in m["all"]) + "]\n"
         body = "\n\n\n".join(m["cells"])
-        files[f"smollm2/{mod}.py"] = head + "\n" + all_line + "\n" + body + "\n"
+        imports = _import_block(m["imports"])
+        files[f"smollm2/{mod}.py"] = head + "\n" + (imports + "\n\n" if imports else "") + all_line + "\n\n" + body + "\n"
     init = [f"{MARK} notebooks/*.ipynb by tools/export.py: do not edit this file.",
             '"""SmolLM2-135M from scratch: the package exported from the notebooks in `notebooks/`."""',
             "",

@@ -21,6 +21,9 @@ ignored on both sides): FREE, a Shakespeare continuation, and COPY, a chat reque
 story it gives. Rows: transformers' greedy generate and its prompt-lookup generate (`prompt_lookup_num_tokens`),
 ours greedy, ours with PromptLookup and with an int8 / int4 draft model (all exact: the run checks that every
 exact row's tokens equal ours greedy), and ours int4 plain against llama.cpp Q4_1.
+Bandwidth use (MBU): the run also measures the machine's read bandwidth (a torch.sum over 256 MB, same process
+and threads) and prints, for every variant, the bytes read per token (weights + KV cache at the mean context),
+tokens/s, GB/s and the share of the bound (bandwidth / bytes per token); `make bench` carries the share rows.
 """
 import importlib.util
 import json
@@ -140,6 +143,59 @@ def add_rows(res: Results, args, dec: dict, pre: dict, T: int, n: int):
         if "llama.cpp" in dec:
             res.add("greedy decode, ours int8 vs llama.cpp Q4_1", dec["ours-int8"], dec["llama.cpp"], "tok/s",
                     "ours-int8", "llama.cpp", note="llama.cpp: 4-bit weights, its own kernels, prefill included")
+
+
+def read_bandwidth(device: str, megabytes: int = 256, repeats: int = 5) -> float:
+    """GB/s this machine reads now, in this process and with its threads: the best of `repeats` `torch.sum`s over
+    a `megabytes` MB float32 tensor (far larger than the caches)."""
+    x = torch.ones(megabytes * 2 ** 20 // 4, device=device)
+    best = 0.0
+    for _ in range(repeats + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        x.sum()
+        sync(device)
+        best = max(best, x.nbytes / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def weight_bytes(model) -> int:
+    """Bytes of weights one decode step reads: each tensor of the state dict once (a tied matrix once, int8 and
+    int4 weights at their stored size, packed parameters included)."""
+    seen, total, todo = set(), 0, list(model.state_dict().values())
+    while todo:
+        t = todo.pop()
+        if isinstance(t, (tuple, list)):
+            todo += list(t)
+        elif isinstance(t, torch.Tensor) and t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
+
+
+def kv_bytes(cfg, positions: float, element_size: int) -> float:
+    """Bytes of KV cache one decode step reads at `positions` cached tokens: keys and values of every layer."""
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * positions * element_size
+
+
+def bandwidth_rows(res: Results, models: dict, dec: dict, bw: float, T: int, n: int, gguf):
+    """Per variant: bytes read per token (weights + the KV cache at the mean context), tokens/s, and the share of
+    the bandwidth bound (bw / bytes per token) reached; each also a result row (ours vs the bound)."""
+    print(f"memory bandwidth, measured now: {bw:.1f} GB/s (torch.sum over 256 MB)")
+    print(f"  {'variant':<20} {'MB/token':>9} {'tok/s':>8} {'GB/s':>7} {'bound tok/s':>12} {'share':>6}")
+    sizes = {name: weight_bytes(m) for name, (_, m) in models.items()}
+    if "llama.cpp" in dec:
+        sizes["llama.cpp"] = gguf.stat().st_size                      # Q4_1 blocks: the file is the weights
+    cfg = models["ours"][1].config
+    for name, weights in sizes.items():
+        kv_element = 2 if name == "llama.cpp" else 4                   # llama.cpp's cache is f16, ours fp32
+        per_token = weights + kv_bytes(cfg, T + n / 2, kv_element)
+        bound = bw * 1e9 / per_token
+        print(f"  {name:<20} {per_token / 1e6:9.1f} {dec[name]:8.1f} {dec[name] * per_token / 1e9:7.1f} "
+              f"{bound:12.1f} {dec[name] / bound:6.1%}")
+        res.add(f"decode share of the bandwidth bound, {name}", dec[name], bound, "tok/s", name, "bandwidth bound",
+                note=f"{per_token / 1e6:.1f} MB a token at {bw:.1f} GB/s")
 
 
 FREE = ("ROMEO: But soft, what light through yonder window breaks? It is the east, and Juliet is the sun.\n"
@@ -297,6 +353,7 @@ def main():
         dec["llama.cpp"] = rate
     res = Results("decode.py", args)
     add_rows(res, args, dec, pre, T, n)
+    bandwidth_rows(res, models, dec, read_bandwidth(args.device), T, n, gguf)
     res.finish()
     sync(args.device)
 

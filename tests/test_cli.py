@@ -16,11 +16,12 @@ from smollm2.evaluate import HELLASWAG_PATH, load_hellaswag
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(*args, cwd=None):
-    """(exit status, stdout, stderr) of `python -m smollm2 ARGS`."""
+def run(*args, cwd=None, cache=None):
+    """(exit status, stdout, stderr) of `python -m smollm2 ARGS`; `cache`: its SMOLLM2_CACHE folder."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "OMP_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "false", **({"SMOLLM2_CACHE": str(cache)} if cache else {})}
     done = subprocess.run([sys.executable, "-m", "smollm2", *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd, env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()),
-                                        "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+                          cwd=cwd, env=env)
     return done.returncode, done.stdout, done.stderr
 
 
@@ -60,12 +61,16 @@ MISTAKES = [  # (arguments, what the error line must say)
 def test_a_mistake_is_one_clear_line(tmp_path, args, says):
     (tmp_path / "chat.jsonl").write_text('{"messages": [{"role": "user", "content": "Hi"}, '
                                          '{"role": "assistant", "content": "Hello."}]}\n')
-    status, out, err = run(*args, cwd=tmp_path)
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    work.mkdir()
+    (tmp_path / "chat.jsonl").rename(work / "chat.jsonl")
+    status, out, err = run(*args, cwd=work, cache=cache)
     assert status == 2, (status, err)
     errors = [line for line in err.splitlines() if "error:" in line]
     assert len(errors) == 1 and says in errors[0], err
     assert "Traceback" not in err and len(err.splitlines()) <= 2, err
-    assert list(tmp_path.iterdir()) == [tmp_path / "chat.jsonl"], "a refused command wrote nothing"
+    assert list(work.iterdir()) == [work / "chat.jsonl"], "a refused command wrote nothing"
+    assert not (cache / "weights").exists() and not (cache / "tokenizers").exists(), "refused before any load"
 
 
 def test_version_and_help():
@@ -138,3 +143,17 @@ def test_the_example_chats_fine_tune():
 
     chats = read_chat_jsonl(ROOT / "data" / "chat_example.jsonl")
     assert len(chats) >= 10 and all(c[-1]["role"] == "assistant" for c in chats)
+
+
+@pytest.mark.slow
+def test_serve_on_a_busy_port_fails_before_loading_and_announces_nothing(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        status, out, err = run("serve", "--port", str(busy.getsockname()[1]), cache=tmp_path / "cache")
+    assert status == 1 and "serving" not in out, (out, err)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "Address already in use" in errors[0] and "Traceback" not in err, err
+    assert not (tmp_path / "cache" / "weights").exists()                  # the model was never loaded

@@ -475,7 +475,8 @@ def generate(model, input_ids, max_length=100, temperature=0.7, *, config: Gener
 
 from smollm2.model import LlamaForCausalLM, patch_to
 
-patch_to(LlamaForCausalLM)(generate);   # model.generate(ids, max_length=100, temperature=0.7): the original repository's API
+# model.generate(ids, max_length=100, temperature=0.7): the original repository's API
+patch_to(LlamaForCausalLM)(generate);
 
 
 QUANTIZERS: dict = {}     # kind -> function(model, **options) returning a quantised copy; notebook 08 fills it

@@ -476,7 +476,7 @@ def generate(model, input_ids, max_length=100, temperature=0.7, *, config: Gener
 from smollm2.model import LlamaForCausalLM, patch_to
 
 # model.generate(ids, max_length=100, temperature=0.7): the original repository's API
-patch_to(LlamaForCausalLM)(generate);
+generate = patch_to(LlamaForCausalLM)(generate)
 
 
 QUANTIZERS: dict = {}     # kind -> function(model, **options) returning a quantised copy; notebook 08 fills it

@@ -13,7 +13,7 @@ import torch
 
 from smollm2.data import encode_text  # notebook 04's tokenizer adapter
 
-__all__ = ['HELLASWAG_PATH', 'DEFAULT_WEIGHTS', 'encode_pair', 'token_logprobs', 'pack_tails', 'score_tokens', 'score_choices', 'load_hellaswag', 'hellaswag', 'perplexity', 'shakespeare_heldout', 'compare_logits', 'load_model', 'lm_eval_model']
+__all__ = ['HELLASWAG_PATH', 'DEFAULT_WEIGHTS', 'encode_pair', 'token_logprobs', 'pack_tails', 'score_tokens', 'score_choices', 'hellaswag', 'perplexity', 'shakespeare_heldout', 'compare_logits', 'load_model', 'lm_eval_model', 'load_hellaswag']
 
 
 _ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd().parent  # the repo
@@ -118,36 +118,6 @@ def score_choices(model, tokenizer, context: str, endings: list[str]) -> list[fl
 
 def _argmax(xs) -> int:
     return max(range(len(xs)), key=lambda i: xs[i])
-
-
-def load_hellaswag(path=HELLASWAG_PATH) -> list[dict]:
-    """HellaSwag tasks from the llama.cpp text layout (optionally .bz2): six lines a task — `activity: context`,
-    the index 0-3 of the right ending, four endings. Returns [{"context", "label", "endings"}, ...]."""
-    path = Path(path)
-    if not path.is_file():
-        shipped = " (the package ships it: reinstall smollm2)" if path == HELLASWAG_PATH else ""
-        raise ValueError(f"path: HellaSwag data file {str(path)!r} not found{shipped}; expected a file in "
-                         "llama.cpp's text layout, as smollm2/assets/hellaswag_val.txt.bz2")
-    try:
-        opener = bz2.open if path.suffix == ".bz2" else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            lines = f.read().split("\n")
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise ValueError(f"path: {str(path)!r} could not be read as UTF-8 text ({type(e).__name__}: {e})") from None
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines or len(lines) % 6:
-        raise ValueError(f"path: {str(path)!r} has {len(lines)} lines; the HellaSwag layout has 6 lines a task")
-    tasks = []
-    for i in range(0, len(lines), 6):
-        context, label, *endings = lines[i:i + 6]
-        if label.strip() not in ("0", "1", "2", "3"):
-            raise ValueError(f"path: {str(path)!r} line {i + 2}: expected the right ending's index 0-3, "
-                             f"got {label!r}")
-        if not context.strip() or not all(e.strip() for e in endings):
-            raise ValueError(f"path: {str(path)!r} lines {i + 1}-{i + 6}: an empty context or ending")
-        tasks.append({"context": context, "label": int(label), "endings": endings})
-    return tasks
 
 
 def _check_limit(limit):
@@ -416,3 +386,33 @@ def __getattr__(name):                        # `from smollm2.evaluate import Sm
     if name == "SmolLM2LM":
         return lm_eval_model()
     raise AttributeError(f"module 'smollm2.evaluate' has no attribute {name!r}")
+
+
+def load_hellaswag(path=HELLASWAG_PATH) -> list[dict]:
+    """HellaSwag tasks from the llama.cpp text layout (optionally .bz2): six lines a task — `activity: context`,
+    the index 0-3 of the right ending, four endings. Returns [{"context", "label", "endings"}, ...]."""
+    path = Path(path)
+    if not path.is_file():
+        shipped = " (the package ships it: reinstall smollm2)" if path == HELLASWAG_PATH else ""
+        raise ValueError(f"path: HellaSwag data file {str(path)!r} not found{shipped}; expected a file in "
+                         "llama.cpp's text layout, as smollm2/assets/hellaswag_val.txt.bz2")
+    try:
+        opener = bz2.open if path.suffix == ".bz2" else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise ValueError(f"path: {str(path)!r} could not be read as UTF-8 text ({type(e).__name__}: {e})") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines or len(lines) % 6:
+        raise ValueError(f"path: {str(path)!r} has {len(lines)} lines; the HellaSwag layout has 6 lines a task")
+    tasks = []
+    for i in range(0, len(lines), 6):
+        context, label, *endings = lines[i:i + 6]
+        if label.strip() not in ("0", "1", "2", "3"):
+            raise ValueError(f"path: {str(path)!r} line {i + 2}: expected the right ending's index 0-3, "
+                             f"got {label!r}")
+        if not context.strip() or not all(e.strip() for e in endings):
+            raise ValueError(f"path: {str(path)!r} lines {i + 1}-{i + 6}: an empty context or ending")
+        tasks.append({"context": context, "label": int(label), "endings": endings})
+    return tasks

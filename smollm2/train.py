@@ -256,14 +256,15 @@ def resolve_device(device="auto") -> torch.device:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
 
 def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX tiles (bf16 matrix units); elsewhere bf16 matmul is emulated and slow."""
+    """True on CPUs with AMX tiles (bf16 matrix units): the only CPUs where bf16 training was measured to pay."""
     is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(is_amx and is_amx())
 
 
 def resolve_autocast_dtype(dtype, device: torch.device):
     """The autocast dtype: 'auto' -> bf16 on a CUDA GPU that supports it or on a CPU with AMX bf16 units,
-    else None (fp32: on a CPU without them bf16 matmul is ~100x slower than fp32)."""
+    else None (fp32: bf16 training on a CPU without AMX was not measured to pay; with neither AMX nor
+    AVX512_BF16, bf16 matmul is emulated, ~100x slower)."""
     if dtype in (None, "auto"):
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
@@ -377,7 +378,7 @@ class TrainConfig:
 
     `ModelTrainer(model, tokenizer, config=TrainConfig(...))` trains with it (keywords given to `ModelTrainer`
     override its fields); `dataclasses.replace(config, learning_rate=1e-4)` makes a validated copy. Defaults are
-    the seed's train.py: batch 4 x 512 tokens, lr 3e-3, a checkpoint every 50 steps keeping 3, 5000 steps. The
+    the original train.py: batch 4 x 512 tokens, lr 3e-3, a checkpoint every 50 steps keeping 3, 5000 steps. The
     fields with `resume=True` are saved in every checkpoint and a resume with other values is refused; every
     field is a flag of `python -m smollm2 train` (`help` is its help).
     """
@@ -485,11 +486,11 @@ class TrainConfig:
 
 
 _POSITIONAL = ("input_file", "batch_size", "max_length", "learning_rate", "checkpoint_dir", "checkpoint_interval",
-               "max_checkpoints", "target_steps")      # the seed's ModelTrainer(model, tokenizer, input_file, ...)
+               "max_checkpoints", "target_steps")      # the original ModelTrainer(model, tokenizer, input_file, ...)
 _SETTING_NAMES = frozenset(f.name for f in fields(TrainConfig))
 
 def _settings(config, args: tuple, kwargs: dict) -> TrainConfig:
-    """The TrainConfig of `ModelTrainer(model, tokenizer, *args, config=config, **kwargs)`: the seed's positional
+    """The TrainConfig of `ModelTrainer(model, tokenizer, *args, config=config, **kwargs)`: the original positional
     settings and keyword settings override the fields of `config` (default: `TrainConfig()`)."""
     if len(args) > len(_POSITIONAL):
         raise TypeError(f"ModelTrainer takes at most {2 + len(_POSITIONAL)} positional arguments (model, tokenizer, "
@@ -506,7 +507,7 @@ def _settings(config, args: tuple, kwargs: dict) -> TrainConfig:
     return replace(config or TrainConfig(), **given, **kwargs)
 
 def _signature() -> inspect.Signature:
-    """What `help(ModelTrainer)` shows: the seed's signature, then every other TrainConfig field by keyword."""
+    """What `help(ModelTrainer)` shows: the original signature, then every other TrainConfig field by keyword."""
     P, defaults = inspect.Parameter, {f.name: f.default for f in fields(TrainConfig)}
     params = [P(name, P.POSITIONAL_OR_KEYWORD) for name in ("self", "model", "tokenizer")]
     params += [P(name, P.POSITIONAL_OR_KEYWORD, default=defaults[name]) for name in _POSITIONAL]
@@ -520,7 +521,7 @@ class ModelTrainer:
 
     `model` is a `smollm2.LlamaForCausalLM` (or any module whose `model(ids).logits` is (B, T, vocab));
     `tokenizer` a SmolLM2 / `tokenizers` / transformers tokenizer. The settings are a `TrainConfig`: pass
-    `config=TrainConfig(...)`, or its fields as keywords (the seed's first eight also by position:
+    `config=TrainConfig(...)`, or its fields as keywords (the original's first eight also by position:
     `ModelTrainer(model, tokenizer, input_file, batch_size, max_length, learning_rate, checkpoint_dir,
     checkpoint_interval, max_checkpoints, target_steps)`). `trainer.settings` is that TrainConfig (each setting
     also reads as `trainer.<name>`); `trainer.config` is the plain dict saved in every checkpoint as

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ['COMMANDS', 'command', 'program', 'HelpFormatter', 'Parser', 'new_parser', 'flag_message', 'run_command', 'DEFAULT_WEIGHTS', 'MODEL_SOURCES', 'MODEL_OPTIONS', 'model_source', 'model_option', 'check_weights', 'load_weights', 'add_source_flags', 'check_source', 'load_source', 'demo', 'main', 'params_command', 'load_any_tokenizer', 'load_checkpoint', 'usable_device', 'positive_int', 'add_setting_flags', 'train_settings', 'train_command', 'generate_command', 'chat_command', 'eval_command', 'FINETUNE_DEFAULTS', 'finetune_command', 'QUANTIZED_KINDS', 'export_command', 'serve_command']
+from smollm2.weights import DEFAULT_WEIGHTS
+
+__all__ = ['COMMANDS', 'command', 'program', 'HelpFormatter', 'Parser', 'new_parser', 'flag_message', 'run_command', 'MODEL_SOURCES', 'MODEL_OPTIONS', 'model_source', 'model_option', 'check_weights', 'load_weights', 'add_source_flags', 'check_source', 'load_source', 'demo', 'main', 'params_command', 'load_any_tokenizer', 'load_checkpoint', 'usable_device', 'positive_int', 'add_setting_flags', 'train_settings', 'train_command', 'generate_command', 'chat_command', 'eval_command', 'FINETUNE_DEFAULTS', 'finetune_command', 'QUANTIZED_KINDS', 'export_command', 'serve_command']
 
 
 COMMANDS: dict = {}     # name -> (one-line help, run(argv) -> exit status); each notebook registers its own
@@ -77,7 +79,6 @@ def run_command(parser, argv, body) -> int:
         return 130
 
 
-DEFAULT_WEIGHTS = "smollm2-135m-instruct"
 MODEL_SOURCES: dict = {}  # flag -> (help, check(value), load(value, tokenizer) -> model); 03: --weights, 04: --checkpoint
 MODEL_OPTIONS: dict = {}  # name -> add(group), check(args), apply(args, model); 04 device, 07 adapter, 08 quantize
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import torch
 
 from smollm2.data import encode_text  # notebook 04's tokenizer adapter
+from smollm2.weights import DEFAULT_WEIGHTS  # the released weights (notebook 03)
 
-__all__ = ['HELLASWAG_PATH', 'DEFAULT_WEIGHTS', 'encode_pair', 'token_logprobs', 'pack_tails', 'score_tokens', 'score_choices', 'hellaswag', 'perplexity', 'shakespeare_heldout', 'compare_logits', 'load_model', 'lm_eval_model', 'load_hellaswag']
+__all__ = ['HELLASWAG_PATH', 'encode_pair', 'token_logprobs', 'pack_tails', 'score_tokens', 'score_choices', 'hellaswag', 'perplexity', 'shakespeare_heldout', 'compare_logits', 'load_model', 'lm_eval_model', 'load_hellaswag']
 
 
 _ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd().parent  # the repo
 # The HellaSwag validation set ships inside the package (MIT licence; smollm2/assets/README.md names its source).
 HELLASWAG_PATH = Path(str(files("smollm2") / "assets" / "hellaswag_val.txt.bz2"))
-DEFAULT_WEIGHTS = "smollm2-135m-instruct"
 
 
 def _special_id(tokenizer, which: str):

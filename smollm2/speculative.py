@@ -95,11 +95,11 @@ def _pad_block(drafts, valid, q, room: int):
 
 
 class _Pick:
-    """The target's decoding rule, for whole blocks of positions: `steps` (notebook 05's logits pipeline),
-    greedy or sampled with `generator`."""
+    """The target's decoding rule, notebook 05's `Sampler` (its logits steps, greedy or sampled with its
+    generator), applied to whole blocks of positions."""
 
-    def __init__(self, steps: list, greedy: bool, generator=None):
-        self.steps, self.greedy, self.generator = steps, greedy, generator
+    def __init__(self, sampler):
+        self.steps, self.greedy, self.generator = sampler.steps, sampler.greedy, sampler.generator
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., V) logits -> (..., V) probabilities after the pipeline."""
@@ -145,13 +145,14 @@ def _round(model, drafter, k: int, seq: _Sequence, cached: int, cache, pick: "_P
 
 
 @torch.inference_mode()
-def _speculative_loop(model, drafter, k: int, ids, mask, n_new: int, pick: "_Pick", stops, stats: SpeculativeStats):
+def _speculative_loop(model, drafter, k: int, plan, pick: "_Pick", stats: SpeculativeStats):
     """Yield the (B,) new tokens one at a time, like notebook 05's decode loop, while the target verifies up
     to `k` drafted tokens per forward (the first forward is the prompt's, drafts included). Every row keeps the
     same number of tokens per round (the smallest accepted count of the unfinished rows), so one cache length
-    serves the whole batch."""
+    serves the whole batch. `plan`: notebook 05's GenerationPlan (prompt, new tokens, stops)."""
+    ids, n_new, stops = plan.ids, plan.n_new, plan.stops()
     B, T = ids.shape
-    seq = _Sequence(ids, mask, T + n_new)
+    seq = _Sequence(ids, plan.mask, T + n_new)
     cache = model.new_cache(B, T + n_new)
     drafter.start(seq, T + n_new)
     cached = 0                                                                     # tokens of seq in the cache
@@ -209,14 +210,14 @@ class PromptLookup:
         if self.fallback is not None and not callable(getattr(self.fallback, "drafter", None)):
             raise ValueError(f"fallback: expected a DraftModel, got {type(self.fallback).__name__}")
 
-    def decode_loop(self, model, ids, mask, n_new, steps, greedy, generator, stops):
-        """Notebook 05's hook: the (B,) new tokens, one at a time."""
+    def decode_loop(self, model, plan):
+        """Notebook 05's hook: the (B,) new tokens of `plan` (a GenerationPlan), one at a time."""
         self.stats = SpeculativeStats()
-        pick = _Pick(steps, greedy, generator)
+        pick = _Pick(plan.sampler)
         drafter = _Lookup(self.max_ngram)
         if self.fallback is not None:
             drafter = _LookupOrDraft(drafter, self.fallback.drafter(model, pick), self.fallback.num_tokens)
-        return _speculative_loop(model, drafter, self.num_tokens, ids, mask, n_new, pick, stops, self.stats)
+        return _speculative_loop(model, drafter, self.num_tokens, plan, pick, self.stats)
 
 
 class _Draft:
@@ -267,12 +268,12 @@ class DraftModel:
                              f"differs from the target's ({model.config.vocab_size}); they must share a tokenizer")
         return _Draft(self.model, pick)
 
-    def decode_loop(self, model, ids, mask, n_new, steps, greedy, generator, stops):
-        """Notebook 05's hook: the (B,) new tokens, one at a time."""
-        pick = _Pick(steps, greedy, generator)
+    def decode_loop(self, model, plan):
+        """Notebook 05's hook: the (B,) new tokens of `plan` (a GenerationPlan), one at a time."""
+        pick = _Pick(plan.sampler)
         drafter = self.drafter(model, pick)
         self.stats = SpeculativeStats()
-        return _speculative_loop(model, drafter, self.num_tokens, ids, mask, n_new, pick, stops, self.stats)
+        return _speculative_loop(model, drafter, self.num_tokens, plan, pick, self.stats)
 
 
 class _LookupOrDraft:

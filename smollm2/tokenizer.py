@@ -11,9 +11,9 @@ import warnings
 from pathlib import Path
 
 from smollm2.io import CACHE_DIR, atomic_write
-from smollm2.weights import _gguf_number, is_gguf, open_gguf, resolve_source
+from smollm2.weights import gguf_number, is_gguf, open_gguf, resolve_source
 
-__all__ = ['build_tokenizer_from_gguf', 'gguf_tokenizer_dir', 'load_tokenizer', 'SmolLM2Tokenizer', 'encode_plain', 'encode_chat', 'chat_output', 'guard_chat_template']
+__all__ = ['build_tokenizer_from_gguf', 'gguf_tokenizer_dir', 'load_tokenizer', 'token_to_id', 'SmolLM2Tokenizer', 'encode_plain', 'encode_chat', 'chat_output', 'guard_chat_template']
 
 
 _CACHE_VERSION = 2  # bump when the way the tokenizer is built changes
@@ -62,13 +62,13 @@ def build_tokenizer_from_gguf(path):
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types) if ty == 4])
 
     def token(key):                       # an id outside the vocabulary is a clear error, not an IndexError
-        i = _gguf_number(reader, f"tokenizer.ggml.{key}", path, int, -1, (0, len(tokens) - 1))
+        i = gguf_number(reader, f"tokenizer.ggml.{key}", path, int, -1, (0, len(tokens) - 1))
         return None if i < 0 else tokens[i]
 
     settings = dict(bos_token=token("bos_token_id"), eos_token=token("eos_token_id"),
                     pad_token=token("padding_token_id"), unk_token=token("unknown_token_id"),
                     chat_template=value("tokenizer.chat_template"),
-                    model_max_length=_gguf_number(reader, "llama.context_length", path, int, 8192),
+                    model_max_length=gguf_number(reader, "llama.context_length", path, int, 8192),
                     add_bos_token=bool(value("tokenizer.ggml.add_bos_token", False)))
     return tok, settings
 
@@ -200,6 +200,13 @@ def _load_dir(path: Path, backend: str):
     return SmolLM2Tokenizer.from_pretrained(path)
 
 
+def token_to_id(tokenizer, token, default=None):
+    """The id of `token` (a string such as "<|im_end|>") in `tokenizer` — ours, transformers' or a bare
+    `tokenizers.Tokenizer` — or `default` when it has no such token: the package's one token-id lookup."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)     # transformers and ours wrap `tokenizers`
+    found = backend.token_to_id(str(token)) if token is not None and hasattr(backend, "token_to_id") else None
+    return found if isinstance(found, int) else default
+
 class SmolLM2Tokenizer:
     """A small stand-in for transformers' fast tokenizer, for installs without transformers.
 
@@ -227,12 +234,9 @@ class SmolLM2Tokenizer:
             config["chat_template"] = (d / "chat_template.jinja").read_text(encoding="utf-8")
         return cls(Tokenizer.from_file(str(d / "tokenizer.json")), **config)
 
-    def _id(self, token):
-        return None if token is None else self.backend_tokenizer.token_to_id(token)
-
-    bos_token_id = property(lambda self: self._id(self.bos_token))
-    eos_token_id = property(lambda self: self._id(self.eos_token))
-    pad_token_id = property(lambda self: self._id(self.pad_token))
+    bos_token_id = property(lambda self: token_to_id(self, self.bos_token))
+    eos_token_id = property(lambda self: token_to_id(self, self.eos_token))
+    pad_token_id = property(lambda self: token_to_id(self, self.pad_token))
     vocab_size = property(lambda self: self.backend_tokenizer.get_vocab_size(with_added_tokens=False))
 
     def __len__(self):

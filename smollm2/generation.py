@@ -111,8 +111,8 @@ class _Stops:
         if strings:                                                               # each row's text, as it grows
             self.text = [(TextStreamer(tokenizer, False), StopMatcher(strings)) for _ in range(B)]
 
-    def __call__(self, tok: torch.Tensor, i: int) -> torch.Tensor:
-        """Step i's (B,) tokens with the finished rows padded; marks the rows that stop at this step."""
+    def __call__(self, tok: torch.Tensor) -> torch.Tensor:
+        """This step's (B,) tokens with the finished rows padded; marks the rows that stop at this step."""
         tok = tok.masked_fill(self.done, self.pad_id)                             # (B,)
         if self.ids is not None:
             self.done |= torch.isin(tok, self.ids)                                # (B,)
@@ -130,12 +130,11 @@ class _Stops:
 
 
 @torch.inference_mode()
-def _decode_loop(model, ids, mask, n_new: int, sample, seen=None, stops: _Stops | None = None
-                 ) -> Iterator[torch.Tensor]:
+def _decode_loop(model, ids, mask, n_new: int, sample, stops: _Stops | None = None) -> Iterator[torch.Tensor]:
     """Prefill the (B, T) prompt, then yield the (B,) new tokens one step at a time from the KV cache.
 
-    `sample`: (B, V) logits -> (B,) tokens. `seen` (B, V) bool: the tokens the repetition penalty counts,
-    kept up to date here. `stops`: which rows have finished (None: every row runs to n_new).
+    `sample`: (B, V) logits -> (B,) tokens (a `Sampler`, Appendix A, also records them for the repetition
+    penalty). `stops`: which rows have finished (None: every row runs to n_new).
     """
     B, T = ids.shape
     cache = model.new_cache(B, T + n_new)                                   # preallocated, exactly this size
@@ -146,9 +145,7 @@ def _decode_loop(model, ids, mask, n_new: int, sample, seen=None, stops: _Stops 
     for i in range(n_new):
         tok = sample(logits)                                                # (B,)
         if stops is not None:
-            tok = stops(tok, i)                                             # (B,): finished rows emit padding
-        if seen is not None:
-            seen.scatter_(1, tok[:, None], True)                            # (B, V): the penalty sees it next
+            tok = stops(tok)                                                # (B,): finished rows emit padding
         yield tok
         if i == n_new - 1 or (stops is not None and stops.all_done):
             return
@@ -405,7 +402,7 @@ class Sampler:
     temperature, top-k, top-p, min-p), then the argmax or a draw with `generator`. It records each token it
     returns in `seen` (B, V), the tokens the repetition penalty counts, starting from the prompt's."""
 
-    def __init__(self, config: GenerationConfig, ids, mask=None, vocab_size: int = 49152, generator=None):
+    def __init__(self, config: GenerationConfig, ids, mask, vocab_size: int, generator=None):
         self.greedy, self.generator = config.greedy, generator
         self.seen = _prompt_tokens(ids, mask, vocab_size) if config.penalises_repetition else None   # (B, V)
         self.steps = logits_pipeline(config.temperature, config.top_k, config.top_p, config.min_p,
@@ -443,7 +440,7 @@ class GenerationPlan:
     def loop(self, model) -> Iterator[torch.Tensor]:
         if self.config.speculative is not None:                            # notebook 08: draft, then verify
             return self.config.speculative.decode_loop(model, self)
-        return _decode_loop(model, self.ids, self.mask, self.n_new, self.sampler, None, self.stops())
+        return _decode_loop(model, self.ids, self.mask, self.n_new, self.sampler, self.stops())
 
 
 def plan_generation(model, input_ids, config: GenerationConfig | None = None, tokenizer=None,

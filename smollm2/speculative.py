@@ -159,7 +159,7 @@ def _speculative_loop(model, drafter, k: int, plan, pick: "_Pick", stats: Specul
     while True:
         new = _round(model, drafter, min(k, n_new - stats.new_tokens - 1), seq, cached, cache, pick, stops, stats)
         for tok in new.unbind(1):                                                  # (B,) each
-            tok = stops(tok, stats.new_tokens) if stops is not None else tok
+            tok = stops(tok) if stops is not None else tok
             seq.ids[:, seq.length] = tok
             seq.length += 1
             stats.new_tokens += 1

@@ -11,6 +11,8 @@ from .tokenizer import *  # noqa: F401,F403
 from .io import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
+from .checkpoints import *  # noqa: F401,F403
+from .runtime import *  # noqa: F401,F403
 from .generation import *  # noqa: F401,F403
 from .evaluate import *  # noqa: F401,F403
 from .lora import *  # noqa: F401,F403

@@ -125,14 +125,14 @@ def _checkpoint_exists(value):
 @model_source("--checkpoint", "a training checkpoint file, or a folder of them (the newest is used)",
               _checkpoint_exists)
 def load_checkpoint(value, tokenizer):
-    from smollm2.train import load_training_checkpoint
+    from smollm2.checkpoints import load_training_checkpoint
 
     return load_training_checkpoint(value, tokenizer=tokenizer)
 
 
 def usable_device(name) -> torch.device:
     """`resolve_device(name)`, refused unless this machine has that device: one clear line, not a crash in torch."""
-    from smollm2.train import resolve_device
+    from smollm2.runtime import resolve_device
 
     device = resolve_device(name)
     if device.type == "cuda" and not torch.cuda.is_available():

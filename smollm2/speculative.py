@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from smollm2.train import _check_int  # notebook 04's check: an int (not a bool) of at least a minimum
+from smollm2.io import check_int  # notebook 03's check: an int (not a bool) of at least a minimum
 
 __all__ = ['accept_greedy', 'lookup_draft', 'SpeculativeStats', 'PromptLookup', 'DraftModel', 'accept_sampled']
 
@@ -205,8 +205,8 @@ class PromptLookup:
     stats: SpeculativeStats = field(default_factory=SpeculativeStats, compare=False, repr=False)
 
     def __post_init__(self):
-        _check_int("num_tokens", self.num_tokens, 1)
-        _check_int("max_ngram", self.max_ngram, 1)
+        check_int("num_tokens", self.num_tokens, 1)
+        check_int("max_ngram", self.max_ngram, 1)
         if self.fallback is not None and not callable(getattr(self.fallback, "drafter", None)):
             raise ValueError(f"fallback: expected a DraftModel, got {type(self.fallback).__name__}")
 
@@ -259,7 +259,7 @@ class DraftModel:
         if not callable(getattr(self.model, "new_cache", None)) or not hasattr(self.model, "config"):
             raise ValueError(f"model: expected a smollm2 model (LlamaForCausalLM or a quantised copy) as the "
                              f"draft, got {type(self.model).__name__}")
-        _check_int("num_tokens", self.num_tokens, 1)
+        check_int("num_tokens", self.num_tokens, 1)
 
     def drafter(self, model, pick: "_Pick") -> _Draft:
         """The drafter for target `model`, after checking that the two share a vocabulary."""

@@ -2,12 +2,10 @@
 # Edit the notebook, then run `make export` (python tools/export.py).
 
 import contextlib
-import errno
 import inspect
 import json
 import math
 import os
-import re
 import time
 import types
 import warnings
@@ -18,12 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smollm2.checkpoints import (RunLock, check_writable_dir, list_checkpoints, load_latest_checkpoint,
+                                 prune_checkpoints, recover_checkpoints, save_checkpoint)
 from smollm2.data import (SHAKESPEARE_PATH, TokenWindows, decode_tokens, encode_text, ensure_shakespeare,
                           file_sha256, load_tokens, tokenizer_fingerprint)
-from smollm2.io import TEMP_NAME, atomic_write, fsync_dir
+from smollm2.io import atomic_write, check_int, fsync_dir
 from smollm2.model import LlamaForCausalLM, LlamaMLP, patch_to
+from smollm2.runtime import distributed_setup, resolve_autocast_dtype, resolve_device
 
-__all__ = ['SCHEDULES', 'default_warmup_steps', 'lr_multiplier', 'param_groups', 'list_checkpoints', 'save_checkpoint', 'prune_checkpoints', 'load_latest_checkpoint', 'recover_checkpoints', 'load_training_checkpoint', 'EXTRA_CHOICES', 'TrainConfig', 'ModelTrainer', 'uses_extra', 'use_autograd_swiglu', 'write_loss_plot']
+__all__ = ['SCHEDULES', 'default_warmup_steps', 'lr_multiplier', 'param_groups', 'EXTRA_CHOICES', 'TrainConfig', 'ModelTrainer', 'uses_extra', 'use_autograd_swiglu', 'write_loss_plot']
 
 
 SCHEDULES = ("wsd", "cosine", "constant")
@@ -62,173 +63,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-_CHECKPOINT_RE = re.compile(r"^checkpoint_step_(\d+)\.pt$")
-
-def list_checkpoints(checkpoint_dir) -> list[tuple[int, Path]]:
-    """[(step, path)] of the checkpoints in `checkpoint_dir`, oldest first."""
-    d = Path(checkpoint_dir)
-    if not d.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CHECKPOINT_RE.match(p.name)) and p.is_file()]
-    return sorted(found)
-
-def save_checkpoint(state: dict, checkpoint_dir, step: int, max_checkpoints: int = 3) -> Path:
-    """Write `state` as checkpoint_step_{step}.pt, then delete the oldest beyond `max_checkpoints`.
-
-    The new file is complete on disk (written under a temporary name, fsynced, renamed, folder fsynced)
-    before any older one is deleted, so there is never a moment without a complete checkpoint.
-    """
-    d = Path(checkpoint_dir)
-    d.mkdir(parents=True, exist_ok=True)
-
-    def write(tmp):                      # through a Python file: a full disk raises OSError, not RuntimeError
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-
-    path = atomic_write(d / f"checkpoint_step_{step}.pt", write)
-    prune_checkpoints(d, step, max_checkpoints)
-    return path
-
-def _is_checkpoint(state, step: int) -> bool:
-    return isinstance(state, dict) and state.get("step") == step and "model" in state
-
-
-def prune_checkpoints(checkpoint_dir, keep_step: int, max_checkpoints: int) -> None:
-    """Delete the oldest checkpoints beyond `max_checkpoints`, never checkpoint_step_{keep_step}.pt. Run after
-    each save and on resume (a kill between a save's rename and its deletions leaves one file too many)."""
-    older = [p for s, p in list_checkpoints(checkpoint_dir) if s != keep_step]
-    for p in older[: max(0, len(older) - (max_checkpoints - 1))]:
-        p.unlink(missing_ok=True)
-    fsync_dir(checkpoint_dir)
-
-
-def _read_error(e: BaseException):
-    """The OSError / MemoryError behind a failed load (torch may wrap it in a RuntimeError), else None.
-
-    EINVAL is not a read failure: torch's zip reader raises `OSError(EINVAL)` on an archive cut short near its
-    end (a checkpoint truncated by a crash), so that one counts as corrupt bytes."""
-    for err in (e, e.__cause__, e.__context__):
-        if isinstance(err, MemoryError) or (isinstance(err, OSError) and err.errno != errno.EINVAL):
-            return err
-    return None
-
-def _cannot_read(path: Path, err: BaseException):
-    """A failure to *read* a file (permissions, I/O, memory) is not corruption: stop, change nothing."""
-    message = (f"cannot read checkpoint {path} ({type(err).__name__}: {err}); it was not judged corrupt and "
-               f"nothing in its folder was changed. Fix the cause (permissions, disk, free memory) and start again")
-    if isinstance(err, MemoryError):
-        return MemoryError(message)
-    return OSError(getattr(err, "errno", None), message)
-
-
-def load_latest_checkpoint(checkpoint_dir, map_location="cpu"):
-    """(state, path, bad): the newest checkpoint that loads (or None, None) and the newer ones that are corrupt.
-
-    Only a file whose bytes cannot be decoded as a checkpoint (truncated, foreign, code in the pickle) counts as
-    corrupt: it is reported with a warning and the caller decides what to do with it. An error while reading
-    (OSError such as PermissionError or EIO, MemoryError) raises at once, naming the file.
-    """
-    bad = []
-    for step, path in reversed(list_checkpoints(checkpoint_dir)):
-        try:
-            state = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as e:           # truncated, corrupt, code in the pickle ... or a failure to read
-            if _read_error(e) is not None:
-                raise _cannot_read(path, _read_error(e)) from e
-            state, reason = None, f"{type(e).__name__}: {str(e)[:200]}"
-        else:
-            reason = f"not a training checkpoint of step {step}"
-        if _is_checkpoint(state, step):
-            return state, path, bad
-        warnings.warn(f"checkpoint {path} cannot be loaded ({reason}); falling back to the previous checkpoint",
-                      stacklevel=2)
-        bad.append(path)
-    return None, None, bad
-
-
-def recover_checkpoints(checkpoint_dir) -> list[str]:
-    """Settle what a crash during a save left behind (call it holding the folder's lock); returns what it did.
-
-    Only our own temporary files (`.checkpoint_step_N.pt.tmp.PID...`, `.loss_history.jsonl.tmp.PID...`, and
-    `.loss.png.tmp.PID...`) are
-    touched. A complete checkpoint under a temporary name (a crash between its fsync and its rename) is
-    renamed into place, or kept aside as `checkpoint_step_N.pt.unused` if that name exists: never deleted.
-    Incomplete ones, and interrupted rewrites of the log or the plot (the files themselves are intact), are
-    removed.
-    """
-    d, notes = Path(checkpoint_dir), []
-    for tmp in sorted(d.glob(".*.tmp.*")) if d.is_dir() else []:
-        m = TEMP_NAME.match(tmp.name)
-        ckpt = _CHECKPOINT_RE.match(m["target"]) if m else None
-        if m and m["target"] in ("loss_history.jsonl", "loss.png"):
-            tmp.unlink(missing_ok=True)
-            continue
-        if ckpt is None or not tmp.is_file():
-            continue                     # not ours: leave it
-        try:
-            state = torch.load(tmp, map_location="cpu", weights_only=True)
-        except Exception as e:
-            if _read_error(e) is not None:
-                raise _cannot_read(tmp, _read_error(e)) from e
-            state = None
-        target = d / m["target"]
-        if not _is_checkpoint(state, int(ckpt[1])):
-            tmp.unlink(missing_ok=True)  # cut short by the crash: the previous checkpoints are intact
-            continue
-        dest = target if not target.exists() else target.with_name(target.name + ".unused")
-        os.replace(tmp, dest)
-        notes.append(f"{tmp.name}: a complete checkpoint left by an interrupted save, kept as {dest.name}")
-    if notes:
-        fsync_dir(d)
-    return notes
-
-
-def load_training_checkpoint(path, map_location="cpu", tokenizer=None):
-    """A model from a training checkpoint written by `ModelTrainer`: a checkpoint_step_N.pt file, or a folder of
-    them (the newest loadable one is used). The file holds the "model" state dict and the architecture
-    ("model_config"). With `tokenizer`, it must be the one the model was trained with: its fingerprint is
-    compared with the one saved in the checkpoint's "train_config" (a ValueError if they differ)."""
-    from smollm2.model import SmolLM2Config
-
-    path = Path(path)
-    if path.is_dir():                # newest loadable one; warns about broken ones, raises on read errors
-        state, newest, _ = load_latest_checkpoint(path, map_location)
-        if state is None:
-            raise FileNotFoundError(f"checkpoint: no loadable checkpoint_step_N.pt file in the folder {path}")
-        path = newest
-    elif not path.is_file():
-        raise FileNotFoundError(f"checkpoint: no such file or folder: {path}")
-    else:
-        try:
-            state = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as e:
-            if _read_error(e) is not None:   # permissions, I/O, memory: a failure to read, not a bad file
-                raise _cannot_read(path, _read_error(e)) from e
-            raise ValueError(f"checkpoint: {path} could not be read as a torch checkpoint "
-                             f"({type(e).__name__}: {e})") from None
-    config = state.get("model_config", state.get("config")) if isinstance(state, dict) else None
-    if not isinstance(config, dict) or "model" not in state:
-        raise ValueError(f"checkpoint: {path} is not a smollm2 training checkpoint (expected a dict with 'model' "
-                         "and 'model_config')")
-    if tokenizer is not None:
-        _check_trained_tokenizer(state, path, tokenizer)
-    model = LlamaForCausalLM(SmolLM2Config.from_dict(config, source=str(path)))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise ValueError(f"checkpoint: {path}: its weights do not fit its model_config ({e})") from None
-    return model.eval()
-
-
-def _check_trained_tokenizer(state: dict, path, tokenizer):
-    """Text in another tokenizer's ids is gibberish to the model: refuse a tokenizer it was not trained with."""
-    saved = state.get("train_config")
-    trained, given = saved.get("tokenizer") if isinstance(saved, dict) else None, tokenizer_fingerprint(tokenizer)
-    if trained is not None and trained != given:
-        raise ValueError(f"tokenizer: {path} was trained with a different tokenizer (fingerprint {trained}, the "
-                         f"one given is {given}); pass the tokenizer of the training run (--tokenizer)")
-
-
 _ARCH_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
               "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "rope_theta",
               "tie_word_embeddings", "hidden_act")
@@ -241,123 +75,6 @@ def _model_config(model: nn.Module) -> dict:
     cfg = getattr(model, "config", None)
     d = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
     return _plain({k: d[k] for k in _ARCH_KEYS if k in d})
-
-def resolve_device(device="auto") -> torch.device:
-    """'auto' -> cuda if available, else mps, else cpu."""
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
-
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX tiles (bf16 matrix units): the only CPUs where bf16 training was measured to pay."""
-    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(is_amx and is_amx())
-
-
-def resolve_autocast_dtype(dtype, device: torch.device):
-    """The autocast dtype: 'auto' -> bf16 on a CUDA GPU that supports it or on a CPU with AMX bf16 units,
-    else None (fp32: bf16 training on a CPU without AMX was not measured to pay; with neither AMX nor
-    AVX512_BF16, bf16 matmul is emulated, ~100x slower)."""
-    if dtype in (None, "auto"):
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
-    if dtype in ("float32", "fp32", torch.float32):
-        return None
-    if dtype in ("bfloat16", "bf16", torch.bfloat16):
-        return torch.bfloat16
-    raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-def _check_writable_dir(d: Path):
-    """Refuse a checkpoint_dir we cannot write, by trying: `os.access` says yes to root even on a read-only
-    folder. The probe file is created and removed in the nearest folder that exists."""
-    import tempfile
-
-    p = d
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        raise ValueError(f"checkpoint_dir {str(d)!r} cannot be created: {str(p)!r} is not a directory")
-    try:
-        fd, probe = tempfile.mkstemp(dir=p, prefix=".smollm2-write-test-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ValueError(f"checkpoint_dir {str(d)!r} cannot be written: creating a file in {str(p)!r} fails "
-                         f"({e.strerror or e})") from None
-
-
-class _RunLock:
-    """One training run per checkpoint folder: an exclusive `flock` on `.train.lock`, which holds the owner's pid.
-
-    The lock file is removed on release; a run killed with the lock leaves the file, but the kernel has
-    dropped the lock, so the next run simply takes it. Without `fcntl` (Windows) there is no lock.
-    """
-
-    def __init__(self, directory: Path):
-        self.path, self.fd = Path(directory) / ".train.lock", None
-
-    def __enter__(self):
-        try:
-            import fcntl
-        except ImportError:
-            return self
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                os.close(fd)
-                raise ValueError(f"checkpoint_dir {str(self.path.parent)!r} is in use by another training run "
-                                 f"(pid {holder}, lock {self.path.name}); wait for it to end or stop it, or train "
-                                 "into another checkpoint_dir") from None
-            except OSError as e:         # a file system without locks (some network mounts): say so, go on
-                os.close(fd)
-                warnings.warn(f"cannot lock {self.path} ({e}); make sure no other run trains into this folder",
-                              stacklevel=3)
-                return self
-            try:                         # the holder may have released and removed the file meanwhile
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            self.path.unlink(missing_ok=True)   # still holding it: nobody can take the old file meanwhile
-            os.close(self.fd)
-            self.fd = None
-
-
-def _distributed_setup(device: str):
-    """(rank, world_size, local_rank); joins the process group when started by torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and str(device) in ("auto", "cuda")
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def _setting(default, help: str, group: str, *, resume: bool = False, flags: tuple | None = None, **cli):
@@ -433,12 +150,12 @@ class TrainConfig:
                               ("max_checkpoints", 1), ("target_steps", 1), ("sample_interval", 0),
                               ("sample_tokens", 1), ("grad_accum", 1), ("eval_interval", 0), ("eval_batches", 1),
                               ("log_interval", 0), ("seed", 0)]:
-            _check_int(name, getattr(self, name), minimum)
+            check_int(name, getattr(self, name), minimum)
         self._check_numbers()
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.warmup_steps is not None:
-            _check_int("warmup_steps", self.warmup_steps, 0)
+            check_int("warmup_steps", self.warmup_steps, 0)
         for name in ("input_file", "checkpoint_dir"):
             if not isinstance(getattr(self, name), (str, os.PathLike)):
                 raise ValueError(f"{name} must be a path (str or pathlib.Path), got {getattr(self, name)!r}")
@@ -541,7 +258,7 @@ class ModelTrainer:
         if max_pos is not None and s.max_length > max_pos:
             raise ValueError(f"max_length={s.max_length} exceeds the model's max_position_embeddings={max_pos}")
         self.checkpoint_dir = Path(s.checkpoint_dir)
-        _check_writable_dir(self.checkpoint_dir)
+        check_writable_dir(self.checkpoint_dir)
         self.autocast_dtype = resolve_autocast_dtype(s.dtype, resolve_device(s.device))
         self._join_processes()
         self.tokenizer, self.input_file = tokenizer, Path(s.input_file)
@@ -549,10 +266,10 @@ class ModelTrainer:
         self.total_steps = s.target_steps
         self.tokens_per_step = s.batch_size * s.max_length * s.grad_accum * self.world_size
 
-        # -- everything that reads or changes checkpoint_dir holds its lock (rank 0; see _RunLock)
+        # -- everything that reads or changes checkpoint_dir holds its lock (rank 0; see RunLock)
         self.model = model.to(self.device)
         locked = self.is_main and self.checkpoint_dir.is_dir()
-        with _RunLock(self.checkpoint_dir) if locked else contextlib.nullcontext():
+        with RunLock(self.checkpoint_dir) if locked else contextlib.nullcontext():
             state, path, bad = self._read_checkpoints(s.restart)
             self._settle_config(state, n_tokens, data_sha256)
             if state is not None:
@@ -584,7 +301,7 @@ class ModelTrainer:
 # ---------------------------------------------------------------- construction, in order
 def _join_processes(self):
     """Rank, world size and device; under torchrun joins the process group (one GPU per process)."""
-    self.rank, self.world_size, local_rank = _distributed_setup(self.settings.device)
+    self.rank, self.world_size, local_rank = distributed_setup(self.settings.device)
     self.device = resolve_device(self.settings.device)
     if self.device.type == "cuda" and self.world_size > 1:
         self.device = torch.device("cuda", local_rank)
@@ -964,7 +681,7 @@ def train(self, target_steps: int | None = None) -> list[dict]:
     Saves every `checkpoint_interval` steps and at the end; returns the loss history.
     """
     target = self.total_steps if target_steps is None else target_steps
-    _check_int("target_steps", target, 0)
+    check_int("target_steps", target, 0)
     if target < self.step:
         raise ValueError(f"target_steps={target} is below the current step {self.step} (resumed from "
                          f"{self.checkpoint_path}); pass target_steps >= {self.step}")
@@ -975,7 +692,7 @@ def train(self, target_steps: int | None = None) -> list[dict]:
 
     if self.is_main:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    lock = _RunLock(self.checkpoint_dir) if self.is_main else contextlib.nullcontext()
+    lock = RunLock(self.checkpoint_dir) if self.is_main else contextlib.nullcontext()
     with lock, (self._claim_folder() if self.is_main else contextlib.nullcontext(None)) as log:
         bar = tqdm(total=target, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
                    disable=not (self.progress and self.is_main))

@@ -14,7 +14,7 @@ from smollm2.generation import (GenerationConfig, TextStreamer, apply_min_p, app
                                 apply_top_k, apply_top_p, chat, chat_prompt, decode_one_token, generate, prefill,
                                 stream)
 from smollm2.model import LlamaForCausalLM, SmolLM2Config, to_transformers
-from smollm2.train import load_training_checkpoint
+from smollm2.checkpoints import load_training_checkpoint
 
 IM_END = 2
 

@@ -15,8 +15,8 @@ import smollm2
 from smollm2 import LlamaForCausalLM, SmolLM2Config
 from smollm2.data import ByteTokenizer, build_shakespeare_text
 from smollm2.cli import train_command as cli
-from smollm2.train import (ModelTrainer, TrainConfig, default_warmup_steps, list_checkpoints, lr_multiplier,
-                           param_groups, save_checkpoint)
+from smollm2.checkpoints import list_checkpoints, save_checkpoint
+from smollm2.train import ModelTrainer, TrainConfig, default_warmup_steps, lr_multiplier, param_groups
 
 TINY = SmolLM2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
@@ -91,7 +91,7 @@ def test_optimizer_settings(text_file, tmp_path):
 
 
 def test_auto_dtype_on_cpu_follows_the_hardware():
-    from smollm2.train import cpu_has_fast_bf16, resolve_autocast_dtype
+    from smollm2.runtime import cpu_has_fast_bf16, resolve_autocast_dtype
 
     expected = torch.bfloat16 if cpu_has_fast_bf16() else None     # bf16 only where AMX makes it fast
     assert resolve_autocast_dtype("auto", torch.device("cpu")) == expected
@@ -385,10 +385,10 @@ def test_no_moment_without_a_checkpoint_even_with_max_checkpoints_1(text_file, t
 def test_resume_prunes_an_interrupted_rotations_leftovers(text_file, tmp_path, monkeypatch):
     """Killed after a save's rename but before its deletions, twice in a row: without pruning on resume the
     folder would hold max_checkpoints + 2 files (the bound test_train_kill checks is max_checkpoints + 1)."""
-    import smollm2.train as train_module
+    import smollm2.checkpoints as checkpoints_module
 
     ck = tmp_path / "ck"
-    monkeypatch.setattr(train_module, "prune_checkpoints", lambda *a, **k: None)   # every rotation "killed"
+    monkeypatch.setattr(checkpoints_module, "prune_checkpoints", lambda *a, **k: None)   # every rotation "killed"
     make(text_file, ck, checkpoint_interval=1, max_checkpoints=1, target_steps=3).train()
     assert [s for s, _ in list_checkpoints(ck)] == [1, 2, 3]
     monkeypatch.undo()

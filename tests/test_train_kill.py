@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from smollm2.data import build_shakespeare_text
-from smollm2.train import list_checkpoints
+from smollm2.checkpoints import list_checkpoints
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 

@@ -10,9 +10,11 @@ from .weights import *  # noqa: F401,F403
 from .tokenizer import *  # noqa: F401,F403
 from .io import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
-from .train import *  # noqa: F401,F403
+from .optim import *  # noqa: F401,F403
 from .checkpoints import *  # noqa: F401,F403
 from .runtime import *  # noqa: F401,F403
+from .train import *  # noqa: F401,F403
+from .train_config import *  # noqa: F401,F403
 from .generation import *  # noqa: F401,F403
 from .evaluate import *  # noqa: F401,F403
 from .lora import *  # noqa: F401,F403

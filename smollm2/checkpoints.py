@@ -2,6 +2,7 @@
 # Edit the notebook, then run `make export` (python tools/export.py).
 
 import errno
+import json
 import os
 import re
 import warnings
@@ -13,7 +14,7 @@ from smollm2.data import tokenizer_fingerprint
 from smollm2.io import TEMP_NAME, atomic_write, fsync_dir
 from smollm2.model import LlamaForCausalLM
 
-__all__ = ['list_checkpoints', 'save_checkpoint', 'prune_checkpoints', 'load_latest_checkpoint', 'recover_checkpoints', 'load_training_checkpoint', 'check_writable_dir', 'RunLock']
+__all__ = ['list_checkpoints', 'save_checkpoint', 'prune_checkpoints', 'load_latest_checkpoint', 'recover_checkpoints', 'load_training_checkpoint', 'plain_values', 'check_writable_dir', 'RunLock']
 
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint_step_(\d+)\.pt$")
@@ -181,6 +182,11 @@ def _check_trained_tokenizer(state: dict, path, tokenizer):
     if trained is not None and trained != given:
         raise ValueError(f"tokenizer: {path} was trained with a different tokenizer (fingerprint {trained}, the "
                          f"one given is {given}); pass the tokenizer of the training run (--tokenizer)")
+
+def plain_values(obj):
+    """A JSON-safe copy of `obj` (tuples become lists, other objects their `str`): what a checkpoint stores as
+    its configs, so that `torch.load(weights_only=True)` accepts them."""
+    return json.loads(json.dumps(obj, default=str))
 
 
 def check_writable_dir(d: Path):

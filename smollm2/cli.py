@@ -182,7 +182,7 @@ def add_setting_flags(ap, groups: dict, defaults: dict | None = None, skip=()) -
     `defaults` replaces some defaults (fine-tuning's), `skip` leaves fields out (they keep their default)."""
     from dataclasses import fields
 
-    from smollm2.train import TrainConfig
+    from smollm2.train_config import TrainConfig
 
     defaults = defaults or {}
     for f in fields(TrainConfig):
@@ -211,7 +211,7 @@ def train_settings(args):
     """The TrainConfig of parsed `smollm2 train` flags (validated: a bad value raises ValueError)."""
     from dataclasses import fields
 
-    from smollm2.train import TrainConfig
+    from smollm2.train_config import TrainConfig
 
     values = {}
     for f in fields(TrainConfig):

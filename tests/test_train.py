@@ -1,4 +1,5 @@
-"""smollm2.train: ModelTrainer's schedule, exact resume, checkpoints and bad input (tiny models, CPU)."""
+"""smollm2.train and the modules it builds on (optim, checkpoints, runtime, train_config): ModelTrainer's schedule,
+exact resume, checkpoints and bad input (tiny models, CPU)."""
 import dataclasses
 import inspect
 import json
@@ -16,7 +17,9 @@ from smollm2 import LlamaForCausalLM, SmolLM2Config
 from smollm2.data import ByteTokenizer, build_shakespeare_text
 from smollm2.cli import train_command as cli
 from smollm2.checkpoints import list_checkpoints, save_checkpoint
-from smollm2.train import ModelTrainer, TrainConfig, default_warmup_steps, lr_multiplier, param_groups
+from smollm2.optim import default_warmup_steps, lr_multiplier, param_groups
+from smollm2.train import ModelTrainer
+from smollm2.train_config import TrainConfig
 
 TINY = SmolLM2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)

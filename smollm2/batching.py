@@ -11,7 +11,6 @@ from collections import deque
 import torch
 
 from smollm2.generation import StopMatcher, TextStreamer, batch_prompt, decode_one_token, plan_generation, prefill
-from smollm2.model import patch_to
 
 __all__ = ['Row', 'SchedulerBusy', 'Scheduler']
 
@@ -116,9 +115,7 @@ class _Batch:
         sel = torch.tensor(alive, device=self.device)
         mask = self.mask[sel]                                                      # (B', length)
         first = int(mask.any(0).int().argmax())                                    # first column still used
-        for layer in self.cache.layers:
-            layer.k, layer.v = layer.k[sel, :, first:], layer.v[sel, :, first:]   # copies
-        self.cache.length -= first
+        self.cache.keep_rows(sel, first)
         self.mask, self.pos = mask[:, first:], self.pos[sel]
 
     @torch.inference_mode()
@@ -235,119 +232,108 @@ class Scheduler:
     def __exit__(self, *exc):
         self.close()
 
-
-@patch_to(Scheduler)
-def _run(self):
-    """The scheduler's thread: collect requests, take turns (admit, prefill a chunk, step); until closed."""
-    batch, waiting = _Batch(self.model), deque()
-    try:
-        with torch.inference_mode():
-            while self._collect(batch, waiting):
-                batch = self._turn(batch, waiting)
-    finally:                                           # closed (or broken): end whatever still runs or waits
-        self._closed = True
-        while True:
-            try:
-                waiting.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        for row in batch.rows + list(waiting) + ([batch.pending.row] if batch.pending else []):
-            if row is not None and not row.done:
-                row.end("error")
-
-
-@patch_to(Scheduler)
-def _turn(self, batch: _Batch, waiting: deque) -> _Batch:
-    """Let the waiting rows that may join in; feed a long prompt's next chunk when it is its turn (it joins once
-    all is in); then every row takes a token. A failure of the model ends this batch's rows and starts an empty
-    batch."""
-    new = self._admissible(batch, waiting)
-    try:
-        if new:
-            batch.admit(new)
-        self._feed_prefill(batch)
-        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch.rows))
-        if batch.rows:
-            t0 = time.perf_counter()
-            batch.step()
-            self.stats["steps"] += 1
-            if batch.pending is not None:
-                batch.pending.decoded_s += time.perf_counter() - t0
-        return batch
-    except Exception:                                  # the model failed: end this batch's rows, keep serving
-        _log.exception("batched decoding failed")
-        for row in batch.rows + new + ([batch.pending.row] if batch.pending else []):
-            if not row.done:
-                row.end("error")
-        return _Batch(self.model)
-
-
-@patch_to(Scheduler)
-def _feed_prefill(self, batch: _Batch):
-    """The pending long prompt's next chunk: `prefill_chunk` tokens when it has had no more time than the
-    decoding rows (fair share), `LONG_PROMPT_CHUNKS` chunks at once when no row is decoding (nobody waits)."""
-    pending = batch.pending
-    if pending is None:
-        return
-    if pending.row.cancelled:
-        batch.pending = None
-        pending.row.end("disconnected")
-    elif not batch.rows or pending.spent_s <= pending.decoded_s:
-        if pending.advance(self.prefill_chunk * (LONG_PROMPT_CHUNKS if not batch.rows else 1)):
-            batch.pending = None
-            pending.join(batch)
-
-
-@patch_to(Scheduler)
-def _collect(self, batch: _Batch, waiting: deque) -> bool:
-    """Move queued requests to `waiting`. With nothing to do, sleep until one comes, then wait `wait_s` for
-    more (freed memory goes back to the system while idle). False once closed."""
-    deadline = 0.0
-    if not batch.rows and batch.pending is None and not waiting:
-        _release_memory()
-        waiting.append(self._queue.get())
-        deadline = time.monotonic() + self.wait_s
-    while not waiting or waiting[-1] is not None:
-        left = deadline - time.monotonic()
+    def _run(self):
+        """The scheduler's thread: collect requests, take turns (admit, prefill a chunk, step); until closed."""
+        batch, waiting = _Batch(self.model), deque()
         try:
-            if left > 0 and len(waiting) < self.max_batch:
-                waiting.append(self._queue.get(timeout=left))
+            with torch.inference_mode():
+                while self._collect(batch, waiting):
+                    batch = self._turn(batch, waiting)
+        finally:                                           # closed (or broken): end whatever still runs or waits
+            self._closed = True
+            while True:
+                try:
+                    waiting.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for row in batch.rows + list(waiting) + ([batch.pending.row] if batch.pending else []):
+                if row is not None and not row.done:
+                    row.end("error")
+
+    def _turn(self, batch: _Batch, waiting: deque) -> _Batch:
+        """Let the waiting rows that may join in; feed a long prompt's next chunk when it is its turn (it joins once
+        all is in); then every row takes a token. A failure of the model ends this batch's rows and starts an empty
+        batch."""
+        new = self._admissible(batch, waiting)
+        try:
+            if new:
+                batch.admit(new)
+            self._feed_prefill(batch)
+            self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch.rows))
+            if batch.rows:
+                t0 = time.perf_counter()
+                batch.step()
+                self.stats["steps"] += 1
+                if batch.pending is not None:
+                    batch.pending.decoded_s += time.perf_counter() - t0
+            return batch
+        except Exception:                                  # the model failed: end this batch's rows, keep serving
+            _log.exception("batched decoding failed")
+            for row in batch.rows + new + ([batch.pending.row] if batch.pending else []):
+                if not row.done:
+                    row.end("error")
+            return _Batch(self.model)
+
+    def _feed_prefill(self, batch: _Batch):
+        """The pending long prompt's next chunk: `prefill_chunk` tokens when it has had no more time than the
+        decoding rows (fair share), `LONG_PROMPT_CHUNKS` chunks at once when no row is decoding (nobody waits)."""
+        pending = batch.pending
+        if pending is None:
+            return
+        if pending.row.cancelled:
+            batch.pending = None
+            pending.row.end("disconnected")
+        elif not batch.rows or pending.spent_s <= pending.decoded_s:
+            if pending.advance(self.prefill_chunk * (LONG_PROMPT_CHUNKS if not batch.rows else 1)):
+                batch.pending = None
+                pending.join(batch)
+
+    def _collect(self, batch: _Batch, waiting: deque) -> bool:
+        """Move queued requests to `waiting`. With nothing to do, sleep until one comes, then wait `wait_s` for
+        more (freed memory goes back to the system while idle). False once closed."""
+        deadline = 0.0
+        if not batch.rows and batch.pending is None and not waiting:
+            _release_memory()
+            waiting.append(self._queue.get())
+            deadline = time.monotonic() + self.wait_s
+        while not waiting or waiting[-1] is not None:
+            left = deadline - time.monotonic()
+            try:
+                if left > 0 and len(waiting) < self.max_batch:
+                    waiting.append(self._queue.get(timeout=left))
+                else:
+                    waiting.append(self._queue.get_nowait())
+            except queue.Empty:
+                return True
+        waiting.pop()                                      # the None that `close()` sends
+        return False
+
+    def _admissible(self, batch: _Batch, waiting: deque) -> list:
+        """The waiting rows that join now, in arrival order, while the batch has room (`max_batch` rows, a cache
+        within the model's context and `token_budget`); a prompt longer than `LONG_PROMPT_CHUNKS` chunks becomes
+        the batch's `pending` prefill instead (one at a time). A row that cannot join yet keeps its place without blocking the
+        rows behind it (a short request never waits behind a long one). Rows cancelled while they waited end here."""
+        new, extra, kept = [], [batch.pending.row] if batch.pending else [], deque()
+        while waiting and len(batch.rows) + len(new) + len(extra) < self.max_batch:
+            row = waiting.popleft()
+            long = len(row.ids) > LONG_PROMPT_CHUNKS * self.prefill_chunk
+            if not row.cancelled and (long and extra or (batch.rows or new or extra) and
+                                      not self._fits(batch, new + extra + [row])):
+                kept.append(row)
+                continue
+            with self._lock:
+                self._waiting -= 1
+            if row.cancelled:
+                row.end("disconnected")
+            elif long:
+                batch.pending, extra = _Prefill(self.model, row), [row]
             else:
-                waiting.append(self._queue.get_nowait())
-        except queue.Empty:
-            return True
-    waiting.pop()                                      # the None that `close()` sends
-    return False
+                new.append(row)
+        waiting.extendleft(reversed(kept))
+        return new
 
-
-@patch_to(Scheduler)
-def _admissible(self, batch: _Batch, waiting: deque) -> list:
-    """The waiting rows that join now, in arrival order, while the batch has room (`max_batch` rows, a cache
-    within the model's context and `token_budget`); a prompt longer than `LONG_PROMPT_CHUNKS` chunks becomes
-    the batch's `pending` prefill instead (one at a time). A row that cannot join yet keeps its place without blocking the
-    rows behind it (a short request never waits behind a long one). Rows cancelled while they waited end here."""
-    new, extra, kept = [], [batch.pending.row] if batch.pending else [], deque()
-    while waiting and len(batch.rows) + len(new) + len(extra) < self.max_batch:
-        row = waiting.popleft()
-        long = len(row.ids) > LONG_PROMPT_CHUNKS * self.prefill_chunk
-        if not row.cancelled and (long and extra or (batch.rows or new or extra) and
-                                  not self._fits(batch, new + extra + [row])):
-            kept.append(row)
-            continue
-        with self._lock:
-            self._waiting -= 1
-        if row.cancelled:
-            row.end("disconnected")
-        elif long:
-            batch.pending, extra = _Prefill(self.model, row), [row]
-        else:
-            new.append(row)
-    waiting.extendleft(reversed(kept))
-    return new
-
-@patch_to(Scheduler)
-def _fits(self, batch: _Batch, rows: list) -> bool:
-    """Whether the batch's cache, with `rows` joined, stays within the context and the token budget."""
-    width = batch.width(rows)
-    return width <= self.model.config.max_position_embeddings and \
-        (len(batch.rows) + len(rows)) * width <= self.token_budget
+    def _fits(self, batch: _Batch, rows: list) -> bool:
+        """Whether the batch's cache, with `rows` joined, stays within the context and the token budget."""
+        width = batch.width(rows)
+        return width <= self.model.config.max_position_embeddings and \
+            (len(batch.rows) + len(rows)) * width <= self.token_budget

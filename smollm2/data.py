@@ -2,7 +2,6 @@
 # Edit the notebook, then run `make export` (python tools/export.py).
 
 import hashlib
-import os
 import re
 import struct
 from pathlib import Path

@@ -2,10 +2,7 @@
 # Edit the notebook, then run `make export` (python tools/export.py).
 
 import bz2
-import json
 import math
-import os
-import time
 from importlib.resources import files
 from pathlib import Path
 

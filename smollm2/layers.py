@@ -2,7 +2,6 @@
 # Edit the notebook, then run `make export` (python tools/export.py).
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ['RMSNorm', 'rope_inv_freq', 'rotate_half', 'apply_rotary_pos_emb', 'RotaryEmbedding']

@@ -3,7 +3,7 @@
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -201,6 +201,19 @@ class ModelCache:
 
     def reset(self):
         self.length = 0
+
+    def rollback(self, length: int):
+        """Forget the positions from `length` on (speculative decoding drops its rejected drafts this way)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"length: expected 0..{self.length} (the positions filled), got {length}")
+        self.length = length
+
+    def keep_rows(self, rows: torch.Tensor, first: int = 0):
+        """Keep only the batch rows `rows` (indices) and the positions from `first` on (continuous batching drops
+        finished rows, and the leading columns only they used, this way). The kept tensors are copies."""
+        for layer in self.layers:
+            layer.k, layer.v = layer.k[rows, :, first:], layer.v[rows, :, first:]   # (B', KV, positions, D)
+        self.length -= first
 
 class LlamaDecoderLayer(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""

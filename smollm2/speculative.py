@@ -52,7 +52,7 @@ class _Sequence:
     def forward(self, model, cache, start: int, end: int, keep: int) -> torch.Tensor:
         """The (B, keep, V) logits after the last `keep` of tokens start..end-1, fed through `cache`, which is
         first rolled back to hold exactly the tokens before `start`."""
-        cache.length = start                                                        # roll back (or stay)
+        cache.rollback(start)                                                       # drop what follows (or stay)
         if self.mask is None:
             return model(self.ids[:, start:end], cache=cache, logits_to_keep=keep).logits
         return model(self.ids[:, start:end], attention_mask=self.mask[:, :end], position_ids=self.pos[:, start:end],

@@ -3,7 +3,6 @@
 
 import hashlib
 import json
-import os
 import re
 import struct
 import tempfile
@@ -13,7 +12,7 @@ from pathlib import Path
 from smollm2.io import CACHE_DIR, atomic_write
 from smollm2.weights import gguf_number, is_gguf, open_gguf, resolve_source
 
-__all__ = ['build_tokenizer_from_gguf', 'gguf_tokenizer_dir', 'load_tokenizer', 'token_to_id', 'SmolLM2Tokenizer', 'encode_plain', 'encode_chat', 'chat_output', 'guard_chat_template']
+__all__ = ['build_tokenizer_from_gguf', 'tokenizer_metadata_sha256', 'gguf_tokenizer_dir', 'load_tokenizer', 'token_to_id', 'SmolLM2Tokenizer', 'encode_plain', 'encode_chat', 'chat_output', 'guard_chat_template']
 
 
 _CACHE_VERSION = 2  # bump when the way the tokenizer is built changes
@@ -96,7 +95,7 @@ def _skip_gguf_value(buf, pos: int, vtype: int, depth: int = 0) -> int:
     return pos
 
 
-def _tokenizer_cache_key(path: Path) -> str:
+def tokenizer_metadata_sha256(path: Path) -> str:
     """SHA-256 of everything the tokenizer is built from: the bytes of the GGUF's `tokenizer.*` and
     `llama.context_length` metadata (found by walking the header, without parsing the file), the cache format
     and the `tokenizers` version. ValueError if the header cannot be walked."""
@@ -151,7 +150,7 @@ def gguf_tokenizer_dir(path, cache_dir=None) -> Path:
     """
     path = Path(path)
     try:
-        key = _tokenizer_cache_key(path)
+        key = tokenizer_metadata_sha256(path)
     except ValueError:                     # a broken header: let the full reader say what is wrong
         build_tokenizer_from_gguf(path)
         raise ValueError(f"{path}: cannot read the GGUF metadata") from None

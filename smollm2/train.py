@@ -21,7 +21,7 @@ from smollm2.checkpoints import (RunLock, check_writable_dir, list_checkpoints, 
 from smollm2.data import (SHAKESPEARE_PATH, TokenWindows, decode_tokens, encode_text, ensure_shakespeare,
                           file_sha256, load_tokens, tokenizer_fingerprint)
 from smollm2.io import atomic_write, check_int, fsync_dir
-from smollm2.model import LlamaForCausalLM, LlamaMLP, patch_to
+from smollm2.model import LlamaForCausalLM, LlamaMLP
 from smollm2.optim import default_warmup_steps, lr_multiplier, param_groups
 from smollm2.runtime import distributed_setup, resolve_autocast_dtype, resolve_device
 from smollm2.train_config import EXTRA_CHOICES, TrainConfig
@@ -134,460 +134,431 @@ class ModelTrainer:
     def plot_file(self) -> Path:
         return self.checkpoint_dir / "loss.png"
 
+    # ---------------------------------------------------------------- construction, in order
+    def _join_processes(self):
+        """Rank, world size and device; under torchrun joins the process group (one GPU per process)."""
+        self.rank, self.world_size, local_rank = distributed_setup(self.settings.device)
+        self.device = resolve_device(self.settings.device)
+        if self.device.type == "cuda" and self.world_size > 1:
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        self.is_main = self.rank == 0
 
-@patch_to(ModelTrainer)
-# ---------------------------------------------------------------- construction, in order
-def _join_processes(self):
-    """Rank, world size and device; under torchrun joins the process group (one GPU per process)."""
-    self.rank, self.world_size, local_rank = distributed_setup(self.settings.device)
-    self.device = resolve_device(self.settings.device)
-    if self.device.type == "cuda" and self.world_size > 1:
-        self.device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(self.device)
-    self.is_main = self.rank == 0
+    def _make_data(self, dataset) -> tuple[int, str]:
+        """`self.windows`, the batches; returns (tokens, sha256) of the data, compared on resume. Default: random
+        windows of input_file's tokens (`TokenWindows`). A `dataset` brings its own: any object with TokenWindows'
+        `sample(batch_size, seed, step, micro_step, rank)` and `validation_batches(n, batch_size, seed)`, whose
+        batches may be (input_ids, labels) pairs (labels -100: not trained), plus `n_tokens` and `sha256`."""
+        if dataset is not None:
+            for name in ("sample", "validation_batches", "n_tokens", "sha256"):
+                if not hasattr(dataset, name):
+                    raise ValueError(f"dataset must have sample, validation_batches, n_tokens and sha256 (like "
+                                     f"smollm2.sft.ChatDataset); {type(dataset).__name__} has no {name}")
+            self.windows = dataset
+            return int(dataset.n_tokens), str(dataset.sha256)
+        tokens = self._load_tokens()
+        self.windows = TokenWindows(tokens, self.settings.max_length, self.settings.val_fraction,
+                                    source=f"input_file {str(self.input_file)!r}")
+        return len(tokens), file_sha256(self.input_file)
 
-@patch_to(ModelTrainer)
-def _make_data(self, dataset) -> tuple[int, str]:
-    """`self.windows`, the batches; returns (tokens, sha256) of the data, compared on resume. Default: random
-    windows of input_file's tokens (`TokenWindows`). A `dataset` brings its own: any object with TokenWindows'
-    `sample(batch_size, seed, step, micro_step, rank)` and `validation_batches(n, batch_size, seed)`, whose
-    batches may be (input_ids, labels) pairs (labels -100: not trained), plus `n_tokens` and `sha256`."""
-    if dataset is not None:
-        for name in ("sample", "validation_batches", "n_tokens", "sha256"):
-            if not hasattr(dataset, name):
-                raise ValueError(f"dataset must have sample, validation_batches, n_tokens and sha256 (like "
-                                 f"smollm2.sft.ChatDataset); {type(dataset).__name__} has no {name}")
-        self.windows = dataset
-        return int(dataset.n_tokens), str(dataset.sha256)
-    tokens = self._load_tokens()
-    self.windows = TokenWindows(tokens, self.settings.max_length, self.settings.val_fraction,
-                                source=f"input_file {str(self.input_file)!r}")
-    return len(tokens), file_sha256(self.input_file)
+    def _load_tokens(self) -> torch.Tensor:
+        """The text's tokens (the default Shakespeare file is built on first use; any other file must exist)."""
+        progress = self.progress and self.is_main     # the data's bars follow the training bar's setting
+        if Path(os.path.abspath(self.input_file)) == Path(os.path.abspath(SHAKESPEARE_PATH)):
+            ensure_shakespeare(self.input_file, progress=progress)
+        if self.world_size > 1 and not self.is_main:
+            import torch.distributed as dist
 
+            dist.barrier()                          # rank 0 tokenises and caches the text; the others map it
+        tokens = load_tokens(self.input_file, self.tokenizer, min_tokens=self.settings.max_length + 1, mmap=True,
+                             progress=progress)
+        if self.world_size > 1 and self.is_main:
+            import torch.distributed as dist
 
-@patch_to(ModelTrainer)
-def _load_tokens(self) -> torch.Tensor:
-    """The text's tokens (the default Shakespeare file is built on first use; any other file must exist)."""
-    progress = self.progress and self.is_main     # the data's bars follow the training bar's setting
-    if Path(os.path.abspath(self.input_file)) == Path(os.path.abspath(SHAKESPEARE_PATH)):
-        ensure_shakespeare(self.input_file, progress=progress)
-    if self.world_size > 1 and not self.is_main:
-        import torch.distributed as dist
+            dist.barrier()
+        return tokens
 
-        dist.barrier()                          # rank 0 tokenises and caches the text; the others map it
-    tokens = load_tokens(self.input_file, self.tokenizer, min_tokens=self.settings.max_length + 1, mmap=True,
-                         progress=progress)
-    if self.world_size > 1 and self.is_main:
-        import torch.distributed as dist
+    def _settle_config(self, state: dict | None, n_tokens: int, data_sha256: str):
+        """`self.config`, the dict saved in checkpoints. A checkpoint's warmup and schedule length carry over."""
+        s, saved = self.settings, state["train_config"] if state else {}
+        if s.warmup_steps is None:
+            warmup = saved.get("warmup_steps", default_warmup_steps(s.target_steps))
+            self.settings = s = replace(s, warmup_steps=warmup)
+        self.total_steps = max(s.target_steps, int(saved.get("total_steps", 0)))
+        self.config = {**s.resume_settings(), **plain_values({
+            "world_size": self.world_size, "tokenizer": tokenizer_fingerprint(self.tokenizer),
+            "total_steps": self.total_steps, "data_sha256": data_sha256, "data_tokens": n_tokens})}
 
-        dist.barrier()
-    return tokens
+    def _make_optimizer(self):
+        """AdamW (the fused kernel, one pass over each tensor per step, where torch has it: CPU and CUDA) and
+        the learning-rate schedule."""
+        s = self.settings
+        fused = (self.device.type in ("cpu", "cuda")
+                 and all(p.is_floating_point() for p in self.model.parameters()))
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, s.weight_decay), lr=s.learning_rate,
+                                           betas=s.betas, eps=s.eps, fused=fused or None)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self.lr_multiplier(step))
 
-
-@patch_to(ModelTrainer)
-def _settle_config(self, state: dict | None, n_tokens: int, data_sha256: str):
-    """`self.config`, the dict saved in checkpoints. A checkpoint's warmup and schedule length carry over."""
-    s, saved = self.settings, state["train_config"] if state else {}
-    if s.warmup_steps is None:
-        warmup = saved.get("warmup_steps", default_warmup_steps(s.target_steps))
-        self.settings = s = replace(s, warmup_steps=warmup)
-    self.total_steps = max(s.target_steps, int(saved.get("total_steps", 0)))
-    self.config = {**s.resume_settings(), **plain_values({
-        "world_size": self.world_size, "tokenizer": tokenizer_fingerprint(self.tokenizer),
-        "total_steps": self.total_steps, "data_sha256": data_sha256, "data_tokens": n_tokens})}
-
-@patch_to(ModelTrainer)
-def _make_optimizer(self):
-    """AdamW (the fused kernel, one pass over each tensor per step, where torch has it: CPU and CUDA) and
-    the learning-rate schedule."""
-    s = self.settings
-    fused = (self.device.type in ("cpu", "cuda")
-             and all(p.is_floating_point() for p in self.model.parameters()))
-    self.optimizer = torch.optim.AdamW(param_groups(self.model, s.weight_decay), lr=s.learning_rate,
-                                       betas=s.betas, eps=s.eps, fused=fused or None)
-    self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self.lr_multiplier(step))
-
-
-@patch_to(ModelTrainer)
-def _resume(self, state: dict | None, path: Path | None, bad: list[Path]):
-    """Step 0, or the checkpoint's step with its weights, optimiser, RNG and loss log."""
-    self.step = 0
-    self.history: list[dict] = []
-    self.samples: list[tuple[int, str]] = []
-    self.checkpoint_path, self._saved_step, self._plot_off = None, None, False
-    self._val_batches = self.windows.validation_batches(self.eval_batches, self.batch_size, seed=self.seed)
-    if state is not None:
-        self._load_state(state)
-        self.checkpoint_path, self._saved_step = path, self.step
+    def _resume(self, state: dict | None, path: Path | None, bad: list[Path]):
+        """Step 0, or the checkpoint's step with its weights, optimiser, RNG and loss log."""
+        self.step = 0
+        self.history: list[dict] = []
+        self.samples: list[tuple[int, str]] = []
+        self.checkpoint_path, self._saved_step, self._plot_off = None, None, False
+        self._val_batches = self.windows.validation_batches(self.eval_batches, self.batch_size, seed=self.seed)
+        if state is not None:
+            self._load_state(state)
+            self.checkpoint_path, self._saved_step = path, self.step
+            if self.is_main:
+                self.history = [r for r in self._read_history() if r["step"] <= self.step]
         if self.is_main:
-            self.history = [r for r in self._read_history() if r["step"] <= self.step]
-    if self.is_main:
-        for p in bad:                           # keep the evidence, out of the way of the rotation
-            os.replace(p, p.with_name(p.name + ".corrupt"))
-        if state is not None:                   # an interrupted rotation's leftovers
-            prune_checkpoints(self.checkpoint_dir, self.step, self.max_checkpoints)
-    if self.world_size > 1:
-        import torch.distributed as dist
+            for p in bad:                           # keep the evidence, out of the way of the rotation
+                os.replace(p, p.with_name(p.name + ".corrupt"))
+            if state is not None:                   # an interrupted rotation's leftovers
+                prune_checkpoints(self.checkpoint_dir, self.step, self.max_checkpoints)
+        if self.world_size > 1:
+            import torch.distributed as dist
 
-        dist.barrier()                          # everyone has read the checkpoint before anyone writes
+            dist.barrier()                          # everyone has read the checkpoint before anyone writes
 
-@patch_to(ModelTrainer)
-def _wrap_model(self):
-    """The CPU extras where they pay (`_choose_extras`, in the appendix), DistributedDataParallel under
-    torchrun, torch.compile (inductor) of the model's forward with `compile=True`."""
-    self._choose_extras()
-    if self.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
+    def _wrap_model(self):
+        """The CPU extras where they pay (`_choose_extras`, in the appendix), DistributedDataParallel under
+        torchrun, torch.compile (inductor) of the model's forward with `compile=True`."""
+        self._choose_extras()
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
 
-        self._ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if
-                                            self.device.type == "cuda" else None, broadcast_buffers=False)
-    else:
-        self._ddp = None
-    self._forward_model = self._ddp or self.model
-    if self.settings.compile:
-        self._forward_model = torch.compile(self._forward_model)
+            self._ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if
+                                                self.device.type == "cuda" else None, broadcast_buffers=False)
+        else:
+            self._ddp = None
+        self._forward_model = self._ddp or self.model
+        if self.settings.compile:
+            self._forward_model = torch.compile(self._forward_model)
 
+    # ---------------------------------------------------------------- schedule
+    def lr_multiplier(self, step: int) -> float:
+        c = self.config
+        return lr_multiplier(step, self.total_steps, c["warmup_steps"], c["schedule"], c["decay_fraction"],
+                             c["min_lr_ratio"])
 
-@patch_to(ModelTrainer, name='lr_multiplier')
-# ---------------------------------------------------------------- schedule
-def _trainer_lr_multiplier(self, step: int) -> float:
-    c = self.config
-    return lr_multiplier(step, self.total_steps, c["warmup_steps"], c["schedule"], c["decay_fraction"],
-                         c["min_lr_ratio"])
+    # ---------------------------------------------------------------- checkpoints
+    def _read_checkpoints(self, restart: bool):
+        """(state, path, bad) to resume from; rank 0 first settles interrupted saves and, with `restart`, moves
+        the previous run aside. Checkpoints that exist but none of which loads are an error, never step 0."""
+        if self.is_main:
+            for note in recover_checkpoints(self.checkpoint_dir):
+                warnings.warn(note, stacklevel=3)
+            if restart:
+                self._set_aside_previous_run()
+        if self.world_size > 1:
+            import torch.distributed as dist
 
+            dist.barrier()                          # rank 0 has settled the folder before anyone reads it
+        state, path, bad = load_latest_checkpoint(self.checkpoint_dir)
+        if state is None and bad:
+            raise ValueError(
+                f"checkpoint_dir {str(self.checkpoint_dir)!r} holds {len(bad)} checkpoint file(s) and none loads "
+                f"({', '.join(p.name for p in bad)}; see the warnings). Nothing was changed. To train from step 0 "
+                "anyway pass restart=True (--restart), which keeps them in a previous-run-* folder, or use "
+                "another checkpoint_dir")
+        return state, path, bad
 
-@patch_to(ModelTrainer)
-# ---------------------------------------------------------------- checkpoints
-def _read_checkpoints(self, restart: bool):
-    """(state, path, bad) to resume from; rank 0 first settles interrupted saves and, with `restart`, moves
-    the previous run aside. Checkpoints that exist but none of which loads are an error, never step 0."""
-    if self.is_main:
-        for note in recover_checkpoints(self.checkpoint_dir):
-            warnings.warn(note, stacklevel=3)
-        if restart:
-            self._set_aside_previous_run()
-    if self.world_size > 1:
-        import torch.distributed as dist
+    def _set_aside_previous_run(self):
+        """`restart`: move every checkpoint, the loss log and its plot into checkpoint_dir/previous-run-<time>/."""
+        d = self.checkpoint_dir
+        found = [p for _, p in list_checkpoints(d)] + [p for p in [self.history_file, self.plot_file] if p.is_file()]
+        if not found:
+            return
+        dest = d / time.strftime("previous-run-%Y%m%d-%H%M%S")
+        while dest.exists():
+            dest = dest.with_name(dest.name + "x")
+        dest.mkdir()
+        for p in found:
+            os.replace(p, dest / p.name)
+        fsync_dir(d)
+        warnings.warn(f"restart: moved {', '.join(p.name for p in found)} into {dest}; starting at step 0",
+                      stacklevel=4)
 
-        dist.barrier()                          # rank 0 has settled the folder before anyone reads it
-    state, path, bad = load_latest_checkpoint(self.checkpoint_dir)
-    if state is None and bad:
-        raise ValueError(
-            f"checkpoint_dir {str(self.checkpoint_dir)!r} holds {len(bad)} checkpoint file(s) and none loads "
-            f"({', '.join(p.name for p in bad)}; see the warnings). Nothing was changed. To train from step 0 "
-            "anyway pass restart=True (--restart), which keeps them in a previous-run-* folder, or use "
-            "another checkpoint_dir")
-    return state, path, bad
+    def _check_compatible(self, state: dict, path: Path, allow_data_change: bool = False):
+        saved_model, model = state.get("model_config", {}), _model_config(self.model)
+        diffs = [f"model {k}: checkpoint {saved_model[k]!r}, now {model[k]!r}"
+                 for k in model if k in saved_model and saved_model[k] != model[k]]
+        saved, keys = state.get("train_config", {}), [*self.settings.resume_settings(), *_RESUME_FACTS]
+        diffs += [f"{k}: checkpoint {saved.get(k)!r}, now {self.config[k]!r}"
+                  for k in keys if saved.get(k) != self.config[k]]
+        if diffs:
+            raise ValueError(f"{path} was saved with a different configuration; resume with the same settings or "
+                             f"use another checkpoint_dir:\n  " + "\n  ".join(diffs))
+        before, now = saved.get("data_sha256"), self.config["data_sha256"]
+        if before is not None and before != now:
+            what = (f"{path} was trained on a different text than input_file {str(self.input_file)!r}: checkpoint "
+                    f"{saved.get('data_tokens', '?'):,} tokens, sha256 {before[:16]}...; now "
+                    f"{self.config['data_tokens']:,} tokens, sha256 {now[:16]}...")
+            if not allow_data_change:
+                raise ValueError(f"{what}. Pass allow_data_change=True (--allow-data-change) to continue on the "
+                                 "new text, or use another checkpoint_dir")
+            warnings.warn(f"{what}; continuing on the new text (allow_data_change)", stacklevel=3)
 
+    def state_dict(self) -> dict:
+        """Everything the next step depends on, as tensors and plain containers."""
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"format": 1, "step": self.step, "model": self._model_state(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng,
+                "data": {"seed": self.seed, "next_step": self.step, "tokens_seen": self.step * self.tokens_per_step},
+                "model_config": _model_config(self.model), "train_config": self.config}
 
-@patch_to(ModelTrainer)
-def _set_aside_previous_run(self):
-    """`restart`: move every checkpoint, the loss log and its plot into checkpoint_dir/previous-run-<time>/."""
-    d = self.checkpoint_dir
-    found = [p for _, p in list_checkpoints(d)] + [p for p in [self.history_file, self.plot_file] if p.is_file()]
-    if not found:
-        return
-    dest = d / time.strftime("previous-run-%Y%m%d-%H%M%S")
-    while dest.exists():
-        dest = dest.with_name(dest.name + "x")
-    dest.mkdir()
-    for p in found:
-        os.replace(p, dest / p.name)
-    fsync_dir(d)
-    warnings.warn(f"restart: moved {', '.join(p.name for p in found)} into {dest}; starting at step 0",
-                  stacklevel=4)
+    def _frozen(self) -> set[str]:
+        return {n for n, p in self.model.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
-@patch_to(ModelTrainer)
-def _check_compatible(self, state: dict, path: Path, allow_data_change: bool = False):
-    saved_model, model = state.get("model_config", {}), _model_config(self.model)
-    diffs = [f"model {k}: checkpoint {saved_model[k]!r}, now {model[k]!r}"
-             for k in model if k in saved_model and saved_model[k] != model[k]]
-    saved, keys = state.get("train_config", {}), [*self.settings.resume_settings(), *_RESUME_FACTS]
-    diffs += [f"{k}: checkpoint {saved.get(k)!r}, now {self.config[k]!r}"
-              for k in keys if saved.get(k) != self.config[k]]
-    if diffs:
-        raise ValueError(f"{path} was saved with a different configuration; resume with the same settings or "
-                         f"use another checkpoint_dir:\n  " + "\n  ".join(diffs))
-    before, now = saved.get("data_sha256"), self.config["data_sha256"]
-    if before is not None and before != now:
-        what = (f"{path} was trained on a different text than input_file {str(self.input_file)!r}: checkpoint "
-                f"{saved.get('data_tokens', '?'):,} tokens, sha256 {before[:16]}...; now "
-                f"{self.config['data_tokens']:,} tokens, sha256 {now[:16]}...")
-        if not allow_data_change:
-            raise ValueError(f"{what}. Pass allow_data_change=True (--allow-data-change) to continue on the "
-                             "new text, or use another checkpoint_dir")
-        warnings.warn(f"{what}; continuing on the new text (allow_data_change)", stacklevel=3)
+    def _model_state(self) -> dict:
+        """The model's state dict; with frozen parameters (LoRA, notebook 07) only the trainable tensors."""
+        state, frozen = self.model.state_dict(), self._frozen()
+        return {k: v for k, v in state.items() if k not in frozen} if frozen else state
 
+    def _load_state(self, state: dict):
+        if not self._frozen():
+            self.model.load_state_dict(state["model"])
+        else:                                      # the checkpoint holds the trainable tensors only
+            try:
+                missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
+            except RuntimeError as e:
+                raise ValueError(f"the checkpoint's trainable tensors do not fit this model: {e}") from None
+            if unexpected or set(missing) - self._frozen():
+                raise ValueError(f"the checkpoint's tensors are not this model's trainable ones (missing "
+                                 f"{sorted(set(missing) - self._frozen())[:3]}, unexpected {unexpected[:3]})")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        for group in self.optimizer.param_groups:  # the schedule may have been extended since
+            group["lr"] = group["initial_lr"] * self.lr_multiplier(self.step)
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
-@patch_to(ModelTrainer)
-def state_dict(self) -> dict:
-    """Everything the next step depends on, as tensors and plain containers."""
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"format": 1, "step": self.step, "model": self._model_state(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng,
-            "data": {"seed": self.seed, "next_step": self.step, "tokens_seen": self.step * self.tokens_per_step},
-            "model_config": _model_config(self.model), "train_config": self.config}
+    def save_checkpoint(self) -> Path | None:
+        """Write checkpoint_step_{step}.pt (rank 0 only) and rotate."""
+        if self.is_main:
+            try:
+                self.checkpoint_path = save_checkpoint(self.state_dict(), self.checkpoint_dir, self.step,
+                                                       self.max_checkpoints)
+            except OSError as e:                    # disk full, read-only, permissions: a clean stop
+                kept = ", ".join(p.name for _, p in list_checkpoints(self.checkpoint_dir)) or "none yet"
+                raise OSError(e.errno, f"cannot write checkpoint_step_{self.step}.pt in "
+                                       f"{str(self.checkpoint_dir)!r} ({e.strerror or e}); the previous checkpoints "
+                                       f"are intact ({kept}): free space or fix the folder, then resume") from e
+        self._saved_step = self.step
+        return self.checkpoint_path
 
-@patch_to(ModelTrainer)
-def _frozen(self) -> set[str]:
-    return {n for n, p in self.model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    def _read_history(self) -> list[dict]:
+        if not self.history_file.is_file():
+            return []
+        rows = []
+        for line in self.history_file.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:          # a line cut by a crash
+                pass
+        return rows
 
-@patch_to(ModelTrainer)
-def _model_state(self) -> dict:
-    """The model's state dict; with frozen parameters (LoRA, notebook 07) only the trainable tensors."""
-    state, frozen = self.model.state_dict(), self._frozen()
-    return {k: v for k, v in state.items() if k not in frozen} if frozen else state
+    # ---------------------------------------------------------------- one step
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
+    def batches(self, step: int, rank: int | None = None) -> list[torch.Tensor]:
+        """The `grad_accum` micro-batches of `step` for `rank`: each (batch_size, max_length + 1)."""
+        rank = self.rank if rank is None else rank
+        return [self.windows.sample(self.batch_size, self.seed, step, m, rank) for m in range(self.grad_accum)]
 
-@patch_to(ModelTrainer)
-def _load_state(self, state: dict):
-    if not self._frozen():
-        self.model.load_state_dict(state["model"])
-    else:                                      # the checkpoint holds the trainable tensors only
-        try:
-            missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
-        except RuntimeError as e:
-            raise ValueError(f"the checkpoint's trainable tensors do not fit this model: {e}") from None
-        if unexpected or set(missing) - self._frozen():
-            raise ValueError(f"the checkpoint's tensors are not this model's trainable ones (missing "
-                             f"{sorted(set(missing) - self._frozen())[:3]}, unexpected {unexpected[:3]})")
-    self.optimizer.load_state_dict(state["optimizer"])
-    self.scheduler.load_state_dict(state["scheduler"])
-    self.step = int(state["step"])
-    for group in self.optimizer.param_groups:  # the schedule may have been extended since
-        group["lr"] = group["initial_lr"] * self.lr_multiplier(self.step)
-    torch.set_rng_state(state["rng"]["torch"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    def loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy of a batch of (B, max_length + 1) windows (computed in fp32).
 
-@patch_to(ModelTrainer, name='save_checkpoint')
-def _trainer_save_checkpoint(self) -> Path | None:
-    """Write checkpoint_step_{step}.pt (rank 0 only) and rotate."""
-    if self.is_main:
-        try:
-            self.checkpoint_path = save_checkpoint(self.state_dict(), self.checkpoint_dir, self.step,
-                                                   self.max_checkpoints)
-        except OSError as e:                    # disk full, read-only, permissions: a clean stop
-            kept = ", ".join(p.name for _, p in list_checkpoints(self.checkpoint_dir)) or "none yet"
-            raise OSError(e.errno, f"cannot write checkpoint_step_{self.step}.pt in "
-                                   f"{str(self.checkpoint_dir)!r} ({e.strerror or e}); the previous checkpoints "
-                                   f"are intact ({kept}): free space or fix the folder, then resume") from e
-    self._saved_step = self.step
-    return self.checkpoint_path
-
-
-@patch_to(ModelTrainer)
-def _read_history(self) -> list[dict]:
-    if not self.history_file.is_file():
-        return []
-    rows = []
-    for line in self.history_file.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:          # a line cut by a crash
-            pass
-    return rows
-
-
-@patch_to(ModelTrainer)
-# ---------------------------------------------------------------- one step
-def _autocast(self):
-    if self.autocast_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-@patch_to(ModelTrainer)
-def batches(self, step: int, rank: int | None = None) -> list[torch.Tensor]:
-    """The `grad_accum` micro-batches of `step` for `rank`: each (batch_size, max_length + 1)."""
-    rank = self.rank if rank is None else rank
-    return [self.windows.sample(self.batch_size, self.seed, step, m, rank) for m in range(self.grad_accum)]
-
-@patch_to(ModelTrainer)
-def loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of a batch of (B, max_length + 1) windows (computed in fp32).
-
-    With `fused_loss` on (`uses_extra`: a CPU by default) a smollm2 model gets the whole window as input and
-    labels with `return_logits=False`: notebook 03's fused chunked loss, the same value without ever holding
-    the (B, T, vocab) logits. Otherwise (a GPU, `compile`, any other model, a window longer than the model's
-    context) the loss is `F.cross_entropy` of the full logits.
-    """
-    if isinstance(batch, (tuple, list)):     # (input_ids, labels) of a dataset: labels -100 are not trained
-        batch, labels = (t.to(self.device, non_blocking=True) for t in batch)
-    else:
-        batch = labels = batch.to(self.device, non_blocking=True)
-    with self._autocast():
-        if self.fused_loss_on and batch.shape[1] <= self.model.config.max_position_embeddings:
-            return model(batch, labels=labels, return_logits=False).loss
-        x, y = batch[:, :-1], labels[:, 1:]                         # (B, T) inputs, (B, T) targets
-        logits = model(x).logits                                    # (B, T, vocab)
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100)
-
-
-@patch_to(ModelTrainer)
-def forward_backward(self, batches: list[torch.Tensor]) -> torch.Tensor:
-    """Accumulate the gradients of the mean loss over `batches`; return that loss (this rank's)."""
-    total = torch.zeros((), device=self.device)
-    for i, batch in enumerate(batches):
-        last = i == len(batches) - 1
-        sync = contextlib.nullcontext() if (self._ddp is None or last) else self._ddp.no_sync()
-        with sync:
-            loss = self.loss(self._forward_model, batch)
-            (loss / len(batches)).backward()
-        total += loss.detach()
-    return total / len(batches)
-
-
-@patch_to(ModelTrainer)
-def train_step(self) -> dict:
-    """One optimiser step; returns its log record. Raises FloatingPointError on a NaN/inf loss."""
-    t0 = time.perf_counter()
-    self.model.train()
-    self.optimizer.zero_grad(set_to_none=True)
-    loss = self.forward_backward(self.batches(self.step))
-    if self.world_size > 1:
-        import torch.distributed as dist
-
-        dist.all_reduce(loss)
-        loss /= self.world_size
-    max_norm = self.grad_clip if self.grad_clip is not None else math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-    loss_value, norm_value = loss.item(), grad_norm.item()
-    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-        self.optimizer.zero_grad(set_to_none=True)
-        last = list_checkpoints(self.checkpoint_dir)
-        raise FloatingPointError(
-            f"the loss is {loss_value} (gradient norm {norm_value}) at step {self.step + 1}: training stopped "
-            f"before the update. Nothing was written; the last good checkpoint is "
-            f"{str(last[-1][1]) if last else 'none (no checkpoint yet)'}. Try a lower learning_rate.")
-    lr = self.lr
-    self.optimizer.step()
-    self.scheduler.step()
-    self.step += 1
-    dt = time.perf_counter() - t0
-    return {"step": self.step, "loss": loss_value, "lr": lr, "grad_norm": norm_value,
-            "tokens_per_s": self.tokens_per_step / dt}
-
-
-@patch_to(ModelTrainer)
-# ---------------------------------------------------------------- evaluation and samples
-@torch.no_grad()
-def evaluate(self) -> float | None:
-    """Mean loss on the fixed validation batches (None without a validation split)."""
-    if not self._val_batches:
-        return None
-    was_training = self.model.training
-    self.model.eval()
-    losses = [self.loss(self.model, b).item() for b in self._val_batches]
-    self.model.train(was_training)
-    return sum(losses) / len(losses)
-
-@patch_to(ModelTrainer)
-@torch.no_grad()
-def sample(self, prompt: str | None = None, max_new_tokens: int | None = None, temperature: float = 0.8,
-           seed: int | None = None) -> str:
-    """A sampled continuation of `prompt` (its own generator: the training RNG is not touched)."""
-    prompt = self.sample_prompt if prompt is None else prompt
-    ids = encode_text(self.tokenizer, prompt)
-    if not ids:
-        raise ValueError("sample prompt must not be empty")
-    ids = torch.tensor([ids], device=self.device)                    # (1, T)
-    g = torch.Generator(device=self.device).manual_seed(self.seed + self.step if seed is None else seed)
-    was_training = self.model.training
-    self.model.eval()
-    for _ in range(max_new_tokens or self.sample_tokens):
+        With `fused_loss` on (`uses_extra`: a CPU by default) a smollm2 model gets the whole window as input and
+        labels with `return_logits=False`: notebook 03's fused chunked loss, the same value without ever holding
+        the (B, T, vocab) logits. Otherwise (a GPU, `compile`, any other model, a window longer than the model's
+        context) the loss is `F.cross_entropy` of the full logits.
+        """
+        if isinstance(batch, (tuple, list)):     # (input_ids, labels) of a dataset: labels -100 are not trained
+            batch, labels = (t.to(self.device, non_blocking=True) for t in batch)
+        else:
+            batch = labels = batch.to(self.device, non_blocking=True)
         with self._autocast():
-            logits = self.model(ids[:, -self.max_length:], logits_to_keep=1).logits[:, -1].float()  # (1, V)
-        probs = torch.softmax(logits / temperature, dim=-1)
-        ids = torch.cat([ids, torch.multinomial(probs, 1, generator=g)], dim=1)
-    self.model.train(was_training)
-    return decode_tokens(self.tokenizer, ids[0].tolist())
+            if self.fused_loss_on and batch.shape[1] <= self.model.config.max_position_embeddings:
+                return model(batch, labels=labels, return_logits=False).loss
+            x, y = batch[:, :-1], labels[:, 1:]                         # (B, T) inputs, (B, T) targets
+            logits = model(x).logits                                    # (B, T, vocab)
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100)
 
+    def forward_backward(self, batches: list[torch.Tensor]) -> torch.Tensor:
+        """Accumulate the gradients of the mean loss over `batches`; return that loss (this rank's)."""
+        total = torch.zeros((), device=self.device)
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = contextlib.nullcontext() if (self._ddp is None or last) else self._ddp.no_sync()
+            with sync:
+                loss = self.loss(self._forward_model, batch)
+                (loss / len(batches)).backward()
+            total += loss.detach()
+        return total / len(batches)
 
-@patch_to(ModelTrainer)
-# ---------------------------------------------------------------- the loop
-def _log(self, bar, message: str):
-    if self.is_main:
-        (bar.write if bar is not None and not bar.disable else print)(message)
+    def train_step(self) -> dict:
+        """One optimiser step; returns its log record. Raises FloatingPointError on a NaN/inf loss."""
+        t0 = time.perf_counter()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.forward_backward(self.batches(self.step))
+        if self.world_size > 1:
+            import torch.distributed as dist
 
+            dist.all_reduce(loss)
+            loss /= self.world_size
+        max_norm = self.grad_clip if self.grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        loss_value, norm_value = loss.item(), grad_norm.item()
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            self.optimizer.zero_grad(set_to_none=True)
+            last = list_checkpoints(self.checkpoint_dir)
+            raise FloatingPointError(
+                f"the loss is {loss_value} (gradient norm {norm_value}) at step {self.step + 1}: training stopped "
+                f"before the update. Nothing was written; the last good checkpoint is "
+                f"{str(last[-1][1]) if last else 'none (no checkpoint yet)'}. Try a lower learning_rate.")
+        lr = self.lr
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        dt = time.perf_counter() - t0
+        return {"step": self.step, "loss": loss_value, "lr": lr, "grad_norm": norm_value,
+                "tokens_per_s": self.tokens_per_step / dt}
 
-@patch_to(ModelTrainer)
-def train(self, target_steps: int | None = None) -> list[dict]:
-    """Train until step `target_steps` (default: the schedule's length), resuming from the current state.
+    # ---------------------------------------------------------------- evaluation and samples
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Mean loss on the fixed validation batches (None without a validation split)."""
+        if not self._val_batches:
+            return None
+        was_training = self.model.training
+        self.model.eval()
+        losses = [self.loss(self.model, b).item() for b in self._val_batches]
+        self.model.train(was_training)
+        return sum(losses) / len(losses)
 
-    Saves every `checkpoint_interval` steps and at the end; returns the loss history.
-    """
-    target = self.total_steps if target_steps is None else target_steps
-    check_int("target_steps", target, 0)
-    if target < self.step:
-        raise ValueError(f"target_steps={target} is below the current step {self.step} (resumed from "
-                         f"{self.checkpoint_path}); pass target_steps >= {self.step}")
-    if target > self.total_steps:              # extend the schedule (WSD: the decay moves to the new end)
-        self._log(None, f"extending the schedule from {self.total_steps} to {target} steps")
-        self.total_steps = self.config["total_steps"] = target
-    from tqdm.auto import tqdm
+    @torch.no_grad()
+    def sample(self, prompt: str | None = None, max_new_tokens: int | None = None, temperature: float = 0.8,
+               seed: int | None = None) -> str:
+        """A sampled continuation of `prompt` (its own generator: the training RNG is not touched)."""
+        prompt = self.sample_prompt if prompt is None else prompt
+        ids = encode_text(self.tokenizer, prompt)
+        if not ids:
+            raise ValueError("sample prompt must not be empty")
+        ids = torch.tensor([ids], device=self.device)                    # (1, T)
+        g = torch.Generator(device=self.device).manual_seed(self.seed + self.step if seed is None else seed)
+        was_training = self.model.training
+        self.model.eval()
+        for _ in range(max_new_tokens or self.sample_tokens):
+            with self._autocast():
+                logits = self.model(ids[:, -self.max_length:], logits_to_keep=1).logits[:, -1].float()  # (1, V)
+            probs = torch.softmax(logits / temperature, dim=-1)
+            ids = torch.cat([ids, torch.multinomial(probs, 1, generator=g)], dim=1)
+        self.model.train(was_training)
+        return decode_tokens(self.tokenizer, ids[0].tolist())
 
-    if self.is_main:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(self.checkpoint_dir) if self.is_main else contextlib.nullcontext()
-    with lock, (self._claim_folder() if self.is_main else contextlib.nullcontext(None)) as log:
-        bar = tqdm(total=target, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
-                   disable=not (self.progress and self.is_main))
+    # ---------------------------------------------------------------- the loop
+    def _log(self, bar, message: str):
+        if self.is_main:
+            (bar.write if bar is not None and not bar.disable else print)(message)
+
+    def train(self, target_steps: int | None = None) -> list[dict]:
+        """Train until step `target_steps` (default: the schedule's length), resuming from the current state.
+
+        Saves every `checkpoint_interval` steps and at the end; returns the loss history.
+        """
+        target = self.total_steps if target_steps is None else target_steps
+        check_int("target_steps", target, 0)
+        if target < self.step:
+            raise ValueError(f"target_steps={target} is below the current step {self.step} (resumed from "
+                             f"{self.checkpoint_path}); pass target_steps >= {self.step}")
+        if target > self.total_steps:              # extend the schedule (WSD: the decay moves to the new end)
+            self._log(None, f"extending the schedule from {self.total_steps} to {target} steps")
+            self.total_steps = self.config["total_steps"] = target
+        from tqdm.auto import tqdm
+
+        if self.is_main:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(self.checkpoint_dir) if self.is_main else contextlib.nullcontext()
+        with lock, (self._claim_folder() if self.is_main else contextlib.nullcontext(None)) as log:
+            bar = tqdm(total=target, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
+                       disable=not (self.progress and self.is_main))
+            try:
+                self._train_until(target, bar, log)
+            finally:
+                bar.close()
+        return self.history
+
+    @contextlib.contextmanager
+    def _claim_folder(self):
+        """Holding the lock (rank 0): settle interrupted saves, refuse a folder another run trained further in,
+        rewrite the log up to the current step; yields the log opened for appending."""
+        for note in recover_checkpoints(self.checkpoint_dir):
+            warnings.warn(note, stacklevel=4)
+        found = list_checkpoints(self.checkpoint_dir)
+        if found and (self._saved_step is None or found[-1][0] > self._saved_step):
+            raise ValueError(f"checkpoint_dir {str(self.checkpoint_dir)!r} changed since this trainer read it: it "
+                             f"now holds {found[-1][1].name}, beyond this trainer's step {self.step} (another run "
+                             "trained there meanwhile). Create a new ModelTrainer to resume from it")
+        self.history = [r for r in self.history if r["step"] <= self.step]
+        atomic_write(self.history_file, "".join(json.dumps(r) + "\n" for r in self.history))
+        with open(self.history_file, "a", encoding="utf-8") as log:
+            yield log
+
+    def _train_until(self, target: int, bar, log):
+        """The loop of `train`: steps, evaluations, log lines, samples and checkpoints until `target`."""
+        while self.step < target:
+            record = self.train_step()
+            evaluated = (self.eval_interval and self.step % self.eval_interval == 0) or self.step == target
+            if evaluated and (val := self.evaluate()) is not None:
+                record["val_loss"] = val
+            self.history.append(record)
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            if evaluated:
+                self._write_plot(bar)            # loss.png, at each evaluation and at the end
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                            tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+            if self.log_interval and (self.step % self.log_interval == 0 or "val_loss" in record):
+                val = f", val loss {record['val_loss']:.3f}" if "val_loss" in record else ""
+                self._log(bar, f"step {self.step}: loss {record['loss']:.3f}{val}, lr {record['lr']:.2e}, "
+                               f"{record['tokens_per_s']:.0f} tokens/s")
+            if self.is_main and self.sample_interval and self.step % self.sample_interval == 0:
+                text = self.sample()
+                self.samples.append((self.step, text))
+                self._log(bar, f"--- sample at step {self.step} ---\n{text}\n---")
+            if self.step % self.checkpoint_interval == 0:
+                self.save_checkpoint()
+        if self._saved_step != self.step:
+            self.save_checkpoint()             # train() always ends with a checkpoint of where it stands
+
+    def _choose_extras(self):
+        """`fused_loss_on` (read by `loss`) and, with `lean_swiglu` off, autograd's SwiGLU in every MLP."""
+        s = self.settings
+        self.fused_loss_on = isinstance(self.model, LlamaForCausalLM) and uses_extra(s.fused_loss, self.device, s.compile)
+        if not uses_extra(s.lean_swiglu, self.device, s.compile):
+            use_autograd_swiglu(self.model)
+
+    def _write_plot(self, bar):
+        """loss.png beside the checkpoints (rank 0). Without matplotlib: a one-line note the first time, then nothing."""
+        if not self.is_main or self._plot_off or not self.history:
+            return
         try:
-            self._train_until(target, bar, log)
-        finally:
-            bar.close()
-    return self.history
-
-
-@patch_to(ModelTrainer)
-@contextlib.contextmanager
-def _claim_folder(self):
-    """Holding the lock (rank 0): settle interrupted saves, refuse a folder another run trained further in,
-    rewrite the log up to the current step; yields the log opened for appending."""
-    for note in recover_checkpoints(self.checkpoint_dir):
-        warnings.warn(note, stacklevel=4)
-    found = list_checkpoints(self.checkpoint_dir)
-    if found and (self._saved_step is None or found[-1][0] > self._saved_step):
-        raise ValueError(f"checkpoint_dir {str(self.checkpoint_dir)!r} changed since this trainer read it: it "
-                         f"now holds {found[-1][1].name}, beyond this trainer's step {self.step} (another run "
-                         "trained there meanwhile). Create a new ModelTrainer to resume from it")
-    self.history = [r for r in self.history if r["step"] <= self.step]
-    atomic_write(self.history_file, "".join(json.dumps(r) + "\n" for r in self.history))
-    with open(self.history_file, "a", encoding="utf-8") as log:
-        yield log
-
-
-@patch_to(ModelTrainer)
-def _train_until(self, target: int, bar, log):
-    """The loop of `train`: steps, evaluations, log lines, samples and checkpoints until `target`."""
-    while self.step < target:
-        record = self.train_step()
-        evaluated = (self.eval_interval and self.step % self.eval_interval == 0) or self.step == target
-        if evaluated and (val := self.evaluate()) is not None:
-            record["val_loss"] = val
-        self.history.append(record)
-        if log is not None:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-        if evaluated:
-            self._write_plot(bar)            # loss.png, at each evaluation and at the end
-        bar.update(1)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
-                        tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
-        if self.log_interval and (self.step % self.log_interval == 0 or "val_loss" in record):
-            val = f", val loss {record['val_loss']:.3f}" if "val_loss" in record else ""
-            self._log(bar, f"step {self.step}: loss {record['loss']:.3f}{val}, lr {record['lr']:.2e}, "
-                           f"{record['tokens_per_s']:.0f} tokens/s")
-        if self.is_main and self.sample_interval and self.step % self.sample_interval == 0:
-            text = self.sample()
-            self.samples.append((self.step, text))
-            self._log(bar, f"--- sample at step {self.step} ---\n{text}\n---")
-        if self.step % self.checkpoint_interval == 0:
-            self.save_checkpoint()
-    if self._saved_step != self.step:
-        self.save_checkpoint()             # train() always ends with a checkpoint of where it stands
+            write_loss_plot(self.history, self.plot_file, title=f"{self.checkpoint_dir.name}: step {self.step}")
+        except ImportError:
+            self._plot_off = True
+            self._log(bar, "note: matplotlib is not installed, so no loss.png is drawn (pip install matplotlib)")
 
 
 ModelTrainer.__init__.__signature__ = _signature()
@@ -636,14 +607,6 @@ def use_autograd_swiglu(model: nn.Module) -> int:
         m.forward = types.MethodType(_autograd_swiglu, m)
     return len(mlps)
 
-@patch_to(ModelTrainer)
-def _choose_extras(self):
-    """`fused_loss_on` (read by `loss`) and, with `lean_swiglu` off, autograd's SwiGLU in every MLP."""
-    s = self.settings
-    self.fused_loss_on = isinstance(self.model, LlamaForCausalLM) and uses_extra(s.fused_loss, self.device, s.compile)
-    if not uses_extra(s.lean_swiglu, self.device, s.compile):
-        use_autograd_swiglu(self.model)
-
 
 def write_loss_plot(history: list[dict], path, title: str = "training run") -> Path:
     """The training loss (every step) and the validation loss (each evaluation) against steps, as the PNG
@@ -663,15 +626,3 @@ def write_loss_plot(history: list[dict], path, title: str = "training run") -> P
     ax.legend()
     fig.tight_layout()
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-
-
-@patch_to(ModelTrainer)
-def _write_plot(self, bar):
-    """loss.png beside the checkpoints (rank 0). Without matplotlib: a one-line note the first time, then nothing."""
-    if not self.is_main or self._plot_off or not self.history:
-        return
-    try:
-        write_loss_plot(self.history, self.plot_file, title=f"{self.checkpoint_dir.name}: step {self.step}")
-    except ImportError:
-        self._plot_off = True
-        self._log(bar, "note: matplotlib is not installed, so no loss.png is drawn (pip install matplotlib)")

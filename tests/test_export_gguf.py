@@ -219,11 +219,11 @@ def test_real_weights_round_trip_and_tokenizer(real_ours, real_tok, tmp_path):
     """The real model in q4_1, the type the shipped file uses: every weight already lies on q4_1's grid, so the
     file must give them back bit for bit; its tokenizer metadata is byte for byte the shipped file's."""
     from helpers import real_gguf_path
-    from smollm2.tokenizer import _tokenizer_cache_key
+    from smollm2.tokenizer import tokenizer_metadata_sha256
 
     path = save_gguf(real_ours, tmp_path / "real-q4_1.gguf", real_tok, "q4_1")
     assert same_weights(from_pretrained(path), real_ours)
-    assert _tokenizer_cache_key(path) == _tokenizer_cache_key(real_gguf_path())
+    assert tokenizer_metadata_sha256(path) == tokenizer_metadata_sha256(real_gguf_path())
     back = load_tokenizer(path, cache_dir=tmp_path / "cache")
     assert all(back.encode(t) == real_tok.encode(t) for t in TEXTS)
     assert abs(path.stat().st_size - real_gguf_path().stat().st_size) < 1000

@@ -143,3 +143,26 @@ def test_four_d_mask_packs_sequences_without_crosstalk():
         m.model(torch.cat([a, b])[None], mask[None, None].float(), pos[None])
     with pytest.raises(ValueError, match=r"4-D attention_mask .* got torch.bool \(1, 1, 8, 9\)"):
         m.model(torch.cat([a, b])[None], mask[None, None, 1:], pos[None])
+
+
+@torch.inference_mode()
+def test_cache_rolls_back_and_keeps_rows():
+    """`rollback` forgets positions (speculative decoding) and `keep_rows` drops rows and leading columns
+    (continuous batching): both leave a cache that continues exactly as a cache that never held the rest."""
+    m = LlamaForCausalLM(SmolLM2Config(**SMALL)).eval()
+    ids = torch.randint(0, SMALL["vocab_size"], (3, 10), generator=torch.Generator().manual_seed(0))
+    cache = m.new_cache(3, 16)
+    m(ids, cache=cache)
+    cache.rollback(6)                                          # as if only the first 6 tokens had gone in
+    again = m(ids[:, 6:8], cache=cache).logits
+    fresh = m.new_cache(3, 16)
+    m(ids[:, :6], cache=fresh)
+    assert torch.allclose(again, m(ids[:, 6:8], cache=fresh).logits, atol=1e-5)
+    with pytest.raises(ValueError, match="length: expected 0..8"):
+        cache.rollback(9)
+    cache.keep_rows(torch.tensor([2, 0]))                      # rows 2 and 0, every column
+    assert cache.length == 8 and cache.layers[0].k.shape[0] == 2
+    alone = m.new_cache(1, 16)
+    m(ids[2:3, :8], cache=alone)
+    assert torch.allclose(m(ids[[2, 0], 8:9], cache=cache).logits[0], m(ids[2:3, 8:9], cache=alone).logits[0],
+                          atol=1e-5)

@@ -196,3 +196,66 @@ def test_the_exporter_hoists_and_merges_imports(tmp_path):
     assert imports == ["import torch", "from smollm2.model import patch_to  # why"] and body == "x = 1"
     block = tool._import_block(imports + ["import os", "import torch", "from smollm2.model import LlamaMLP"])
     assert block == "import os\n\nimport torch\n\nfrom smollm2.model import LlamaMLP, patch_to  # why"
+
+
+def export_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("export_tool", PKG.parent / "tools" / "export.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_the_exporter_folds_patched_methods_into_their_class():
+    """A notebook adds a class's methods one cell at a time with `@patch_to(C)`; the generated module holds one
+    real class: the methods move into C's body (renamed by `name=`, `as_classmethod` kept), nothing at module level."""
+    code = ("class C:\n    def a(self):\n        return 1\n\n\n"
+            "@patch_to(C)\n# -- b\ndef b(self):\n    return 2\n\n\n"
+            "@patch_to(C, name='c')\ndef _c_impl(self):\n    return 3\n\n\n"
+            "@patch_to(C, as_classmethod=True)\ndef make(cls):\n    return cls()\n\n\n"
+            "@patch_to(Other)\ndef d(self):\n    pass\n")
+    folded, moved = export_tool()._folded(code)
+    assert moved == {"b", "_c_impl", "make"}
+    ns = {"patch_to": lambda cls: (lambda fn: fn), "Other": object}
+    exec(folded, ns)
+    c = ns["C"].make()
+    assert (c.a(), c.b(), c.c()) == (1, 2, 3) and "b" not in ns and "_c_impl" not in ns and "d" in ns
+    assert "    # -- b\n    def b(self):" in folded
+
+
+def test_the_exporter_drops_unused_imports_and_refuses_a_name_in_two_modules():
+    tool = export_tool()
+    kept = tool._without_unused(["import os", "import json", "from typing import Any, Iterator",
+                                 "import torch.nn.functional as F"],
+                                "def f(x: 'Iterator[int]'):\n    return json.dumps(F)\n")
+    assert kept == ["import json", "from typing import Iterator", "import torch.nn.functional as F"]
+    modules = {"a": {"all": ["x", "y"]}, "b": {"all": ["y"]}}
+    with pytest.raises(SystemExit, match="'y' is public in both smollm2/a.py and smollm2/b.py"):
+        tool._check_one_home(modules, ["a", "b"])
+    tool._check_one_home({"a": {"all": ["x"]}, "b": {"all": ["y"]}}, ["a", "b"])
+
+
+@pytest.mark.parametrize("module", modules())
+def test_modules_stay_small_and_hold_real_classes(module):
+    """No module over 700 lines; no module patches a class it defines itself (the exporter folds those)."""
+    text = (PKG / f"{module}.py").read_text()
+    assert len(text.splitlines()) <= 700, f"{module}.py has {len(text.splitlines())} lines (at most 700)"
+    tree = ast.parse(text)
+    own = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    patched = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) for d in n.decorator_list
+               if isinstance(d, ast.Call) and getattr(d.func, "id", None) == "patch_to"
+               and isinstance(d.args[0], ast.Name) and d.args[0].id in own]
+    assert not patched, f"{module}.py patches its own class with {patched}"
+
+
+def test_no_public_name_is_exported_twice():
+    import smollm2
+
+    homes = {}
+    for module in modules():
+        for name in getattr(__import__(f"smollm2.{module}", fromlist=["__all__"]), "__all__", []):
+            if module not in COMMAND_LINE:
+                homes.setdefault(name, []).append(module)
+    assert not {n: m for n, m in homes.items() if len(m) > 1}
+    assert all(hasattr(smollm2, n) for n in homes)

@@ -110,9 +110,99 @@ def _import_block(statements: list[str]) -> str:
     return "\n".join(out)
 
 
+def _patch_target(node: ast.FunctionDef, classes: set[str]):
+    """(decorator, class, method name, as_classmethod) when `node` is `@patch_to(C, ...)` for a class C defined
+    in the same module, else None."""
+    for dec in node.decorator_list:
+        if (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Name) and dec.func.id == "patch_to"
+                and dec.args and isinstance(dec.args[0], ast.Name) and dec.args[0].id in classes):
+            kw = {k.arg: ast.literal_eval(k.value) for k in dec.keywords}
+            return dec, dec.args[0].id, kw.get("name") or node.name, bool(kw.get("as_classmethod"))
+    return None
+
+
+def _folded(body: str) -> tuple[str, set[str]]:
+    """Move every `@patch_to(C)` function into the body of class C when C is defined in the same module, so the
+    generated file holds one real class (the notebook adds its methods a cell at a time). Returns the new code
+    and the module-level names that moved."""
+    tree, lines = ast.parse(body), body.splitlines()
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    methods, drop, moved = {}, set(), set()
+    for node in tree.body:
+        target = isinstance(node, ast.FunctionDef) and _patch_target(node, set(classes))
+        if not target:
+            continue
+        dec, cls, name, as_classmethod = target
+        start = min(d.lineno for d in node.decorator_list) - 1
+        while start > 0 and lines[start - 1].lstrip().startswith("#"):      # the comment lines above it
+            start -= 1
+        src = [line for i, line in enumerate(lines[start:node.end_lineno], start)
+               if not dec.lineno - 1 <= i < dec.end_lineno]
+        def_at = node.lineno - 1 - start - (dec.end_lineno - dec.lineno + 1)
+        src[def_at] = src[def_at].replace(f"def {node.name}(", f"def {name}(", 1)
+        if as_classmethod:
+            src.insert(def_at, "@classmethod")
+        methods.setdefault(cls, []).append("\n".join(("    " + l) if l.strip() else "" for l in src))
+        drop.update(range(start, node.end_lineno))
+        moved.add(node.name)
+    if not methods:
+        return body, moved
+    out = []
+    ends = {classes[c].end_lineno - 1: c for c in methods}
+    for i, line in enumerate(lines):
+        if i not in drop:
+            out.append(line)
+        if i in ends:
+            out += [m for method in methods[ends[i]] for m in ("", method)]
+    return re.sub(r"\n{4,}", "\n\n\n", "\n".join(out)).strip("\n"), moved
+
+
+def _used_names(code: str) -> set[str]:
+    """Every name the code reads, including those inside string annotations."""
+    used = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Name):
+            used.add(node.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+            used.add(node.value)
+        for ann in (getattr(node, "annotation", None), getattr(node, "returns", None)):
+            if isinstance(ann, ast.Constant) and isinstance(ann.value, str):
+                used |= _used_names(ann.value)
+    return used
+
+
+def _without_unused(statements: list[str], code: str) -> list[str]:
+    """The import statements with the names that `code` never uses left out (a statement with none left goes)."""
+    used, kept = _used_names(code), []
+    for statement in statements:
+        node = ast.parse(statement).body[0]
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            kept.append(statement)
+            continue
+        names = [a for a in node.names if (a.asname or a.name.split(".")[0]) in used]
+        if len(names) == len(node.names):
+            kept.append(statement)
+        elif names:
+            alias = ", ".join(f"{a.name} as {a.asname}" if a.asname else a.name for a in names)
+            kept.append(f"from {node.module} import {alias}" if isinstance(node, ast.ImportFrom)
+                        else f"import {alias}")
+    return kept
+
+
 def _command_line(module: str) -> bool:
     """`cli` (the commands) and `cli_*` (their framework): modules `smollm2/__init__.py` does not re-export."""
     return module == "cli" or module.startswith("cli_")
+
+
+def _check_one_home(modules: dict, order: list[str]):
+    """Stop when two modules export the same public name (`import smollm2` would keep only the later one)."""
+    home = {}
+    for mod in order:
+        for name in modules[mod]["all"]:
+            if name in home and not _command_line(mod):
+                raise SystemExit(f"export: {name!r} is public in both smollm2/{home[name]}.py and smollm2/{mod}.py; "
+                                 "rename one or make it private")
+            home.setdefault(name, mod)
 
 
 def render() -> dict[str, str]:
@@ -150,14 +240,16 @@ def render() -> dict[str, str]:
                     entry["cells"].append(body)
                 if name == "export":
                     entry["all"] += [n for n in _public_names(code) if n not in entry["all"]]
+    _check_one_home(modules, order)
     files = {}
     for mod in order:
         m = modules[mod]
         head = (f"{MARK} {', '.join(m['notebooks'])}: do not edit this file.\n"
                 f"# Edit the notebook, then run `make export` (python tools/export.py).\n")
         all_line = "__all__ = [" + ", ".join(repr(n) for n in m["all"]) + "]\n"
-        body = "\n\n\n".join(m["cells"])
-        imports = _import_block(m["imports"])
+        body, moved = _folded("\n\n\n".join(m["cells"]))
+        m["all"] = [n for n in m["all"] if n not in moved]
+        imports = _import_block(_without_unused(m["imports"], body))
         files[f"smollm2/{mod}.py"] = head + "\n" + (imports + "\n\n" if imports else "") + all_line + "\n\n" + body + "\n"
     init = [f"{MARK} notebooks/*.ipynb by tools/export.py: do not edit this file.",
             '"""SmolLM2-135M from scratch: the package exported from the notebooks in `notebooks/`."""',

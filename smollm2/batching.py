@@ -10,7 +10,7 @@ from collections import deque
 
 import torch
 
-from smollm2.generation import StopMatcher, TextStreamer, batch_prompt, decode_one_token, plan_generation, prefill
+from smollm2.generation import DecodeState, StopMatcher, TextStreamer, batch_prompt, plan_generation
 
 __all__ = ['Row', 'SchedulerBusy', 'Scheduler']
 
@@ -65,10 +65,11 @@ class Row:
             yield piece
 
 
-class _Batch:
-    """The rows decoding together: one KV cache (B rows right-aligned to `cache.length`), the padding `mask`
-    (B, length), each row's next position `pos` (B, 1) and the `logits` (B, V) of each row's next token; and a
-    `pending` long prompt, prefilled a chunk per step, that joins once it is in."""
+class _Batch(DecodeState):
+    """The rows decoding together: notebook 05's `DecodeState` (one KV cache, B rows right-aligned to
+    `cache.length`; the padding `mask` (B, length), each row's next position `pos` (B, 1), the `logits` (B, V) of
+    each row's next token) with rows that join and leave; and a `pending` long prompt, prefilled a chunk per step,
+    that joins once it is in."""
 
     def __init__(self, model):
         self.model, self.device, self.rows = model, next(model.parameters()).device, []
@@ -84,9 +85,8 @@ class _Batch:
         """Prefill the newcomers together (left-padded, one forward) and join them to the running rows."""
         ids, mask, _ = batch_prompt([r.ids for r in rows])                        # (N, T), (N, T) or None
         ids, mask = ids.to(self.device), None if mask is None else mask.to(self.device)
-        cache = self.model.new_cache(len(rows), ids.shape[1] if self.rows else self.width(rows))
-        logits = prefill(self.model, ids, mask, cache)                             # (N, V)
-        self.join(rows, cache, torch.ones_like(ids) if mask is None else mask, logits)
+        new = DecodeState.start(self.model, ids, mask, ids.shape[1] if self.rows else self.width(rows))
+        self.join(rows, new.cache, torch.ones_like(ids) if mask is None else mask, new.logits)
 
     def join(self, rows: list, cache, mask: torch.Tensor, logits: torch.Tensor):
         """Join prefilled rows (their `cache`, padding `mask` (N, T), next-token `logits` (N, V))."""
@@ -112,11 +112,7 @@ class _Batch:
         if not self.rows:
             self.cache = self.mask = self.pos = self.logits = None
             return
-        sel = torch.tensor(alive, device=self.device)
-        mask = self.mask[sel]                                                      # (B', length)
-        first = int(mask.any(0).int().argmax())                                    # first column still used
-        self.cache.keep_rows(sel, first)
-        self.mask, self.pos = mask[:, first:], self.pos[sel]
+        super().keep(alive)
 
     @torch.inference_mode()
     def step(self):
@@ -135,13 +131,7 @@ class _Batch:
             self.keep(alive)
         if not self.rows:
             return
-        mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)   # (B, length + 1)
-        tok = torch.tensor(toks, device=self.device)                                     # (B,)
-        if bool(mask.all()):                       # nothing padded: notebook 05's plain path
-            self.logits = decode_one_token(self.model, tok, self.cache)
-        else:
-            self.logits = decode_one_token(self.model, tok, self.cache, mask, self.pos)
-        self.mask, self.pos = mask, self.pos + 1
+        self.feed(torch.tensor(toks, device=self.device))                                # (B,)
 
 
 LONG_PROMPT_CHUNKS = 8     # a prompt of more chunks than this is prefilled chunk by chunk, between decode steps

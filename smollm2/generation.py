@@ -11,7 +11,7 @@ from smollm2.data import decode_tokens, encode_text  # notebook 04's tokenizer a
 from smollm2.model import LlamaForCausalLM, patch_to
 from smollm2.tokenizer import token_to_id  # notebook 03: the one token-id lookup
 
-__all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_min_p', 'apply_repetition_penalty', 'logits_pipeline', 'next_token', 'prefill', 'decode_one_token', 'TextStreamer', 'stream', 'chat_prompt', 'chat_stream', 'chat', 'GenerationConfig', 'Sampler', 'GenerationPlan', 'plan_generation', 'generate', 'StopMatcher', 'QUANTIZERS', 'quantize']
+__all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_min_p', 'apply_repetition_penalty', 'logits_pipeline', 'next_token', 'prefill', 'decode_one_token', 'DecodeState', 'TextStreamer', 'stream', 'chat_prompt', 'chat_stream', 'chat', 'GenerationConfig', 'Sampler', 'GenerationPlan', 'plan_generation', 'generate', 'StopMatcher', 'QUANTIZERS', 'quantize']
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -101,6 +101,41 @@ def decode_one_token(model, tok: torch.Tensor, cache, mask: torch.Tensor | None 
                  logits_to_keep=1).logits[:, -1]                                         # (B, 1) -> (B, V)
 
 
+class DecodeState:
+    """The rows decoding together, the step core under every decode loop (generate, stream, the server's
+    continuous batching): the KV `cache`, the padding `mask` (B, length; None: nothing padded), each row's
+    next position `pos` (B, 1) and the `logits` (B, V) of each row's next token."""
+
+    def __init__(self, model, cache, mask: torch.Tensor | None, logits: torch.Tensor):
+        self.model, self.cache, self.mask, self.logits = model, cache, mask, logits
+        self.pos = None if mask is None else mask.sum(-1, keepdim=True)              # (B, 1)
+
+    @classmethod
+    def start(cls, model, ids: torch.Tensor, mask: torch.Tensor | None, capacity: int) -> "DecodeState":
+        """Prefill the (B, T) prompt into a new cache of `capacity` positions (preallocated, exactly this size)."""
+        cache = model.new_cache(ids.shape[0], capacity)
+        return cls(model, cache, mask, prefill(model, ids, mask, cache))
+
+    def feed(self, tok: torch.Tensor):
+        """Feed each row's (B,) newest token; `logits` become those of the token after it."""
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, self.mask.new_ones(len(tok), 1)], dim=1)   # (B, length + 1)
+        if self.mask is None or bool(self.mask.all()):                                # nothing padded
+            self.logits = decode_one_token(self.model, tok, self.cache)                # (B, V)
+        else:
+            self.logits = decode_one_token(self.model, tok, self.cache, self.mask, self.pos)
+        self.pos = None if self.pos is None else self.pos + 1
+
+    def keep(self, rows: list[int]):
+        """Keep only the rows `rows` (indices), and drop the leading cache columns only the others used."""
+        sel = torch.tensor(rows, device=self.logits.device)
+        first = 0 if self.mask is None else int(self.mask[sel].any(0).int().argmax())  # first column still used
+        self.cache.keep_rows(sel, first)
+        self.logits = self.logits[sel]
+        if self.mask is not None:
+            self.mask, self.pos = self.mask[sel, first:], self.pos[sel]
+
+
 class _Stops:
     """Which rows have finished: a row stops at one of `stop_ids` or once its new text contains one of
     `strings`, and emits `pad_id` from then on."""
@@ -136,23 +171,15 @@ def _decode_loop(model, ids, mask, n_new: int, sample, stops: _Stops | None = No
     `sample`: (B, V) logits -> (B,) tokens (a `Sampler`, Appendix A, also records them for the repetition
     penalty). `stops`: which rows have finished (None: every row runs to n_new).
     """
-    B, T = ids.shape
-    cache = model.new_cache(B, T + n_new)                                   # preallocated, exactly this size
-    logits = prefill(model, ids, mask, cache)                               # (B, V)
-    if mask is not None:                                                    # a left-padded batch
-        pos = mask.sum(-1, keepdim=True)                                    # (B, 1): each row's next position
-        mask = torch.cat([mask, mask.new_ones(B, n_new)], dim=1)            # (B, T + n_new): new tokens are real
+    state = DecodeState.start(model, ids, mask, ids.shape[1] + n_new)
     for i in range(n_new):
-        tok = sample(logits)                                                # (B,)
+        tok = sample(state.logits)                                          # (B,)
         if stops is not None:
             tok = stops(tok)                                                # (B,): finished rows emit padding
         yield tok
         if i == n_new - 1 or (stops is not None and stops.all_done):
             return
-        if mask is None:
-            logits = decode_one_token(model, tok, cache)                    # (B, V)
-        else:
-            logits = decode_one_token(model, tok, cache, mask[:, :T + i + 1], pos + i)   # (B, V)
+        state.feed(tok)                                                     # state.logits: the next step's
 
 
 class TextStreamer:

@@ -252,14 +252,14 @@ def test_eight_concurrent_greedy_requests_through_the_server_equal_each_alone(se
 
 
 def test_a_failing_step_ends_its_rows_with_error_and_the_scheduler_goes_on(tiny, real_tok, monkeypatch, caplog):
-    import smollm2.batching as serve
+    import smollm2.generation as engine   # DecodeState, the step core the batch runs on
 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
     job = completion_job(real_tok, tiny, "Hi", temperature=0, max_tokens=5)
     with Scheduler(tiny, real_tok) as s:
-        monkeypatch.setattr(serve, "decode_one_token", broken)
+        monkeypatch.setattr(engine, "decode_one_token", broken)
         failed = s.submit(job)
         list(failed)                                    # the pieces until the row ends
         assert failed.finish_reason == "error" and failed.completion_tokens == 1    # the step after the prefill
@@ -269,12 +269,12 @@ def test_a_failing_step_ends_its_rows_with_error_and_the_scheduler_goes_on(tiny,
 
 
 def test_a_failing_generation_is_answered_500_and_the_server_keeps_serving(server, client, monkeypatch):
-    import smollm2.batching as serve
+    import smollm2.generation as engine   # DecodeState, the step core the batch runs on
 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(serve, "decode_one_token", broken)
+    monkeypatch.setattr(engine, "decode_one_token", broken)
     status, answer = post(server, "/completions", json.dumps({"model": NAME, "prompt": "Hi", "max_tokens": 3}).encode())
     monkeypatch.undo()
     assert status == 500 and answer["error"]["type"] == "server_error" and "failed" in answer["error"]["message"]

@@ -259,3 +259,21 @@ def test_no_public_name_is_exported_twice():
                 homes.setdefault(name, []).append(module)
     assert not {n: m for n, m in homes.items() if len(m) > 1}
     assert all(hasattr(smollm2, n) for n in homes)
+
+
+def test_one_decode_step_core():
+    """Every decode loop over the KV cache (generate/stream's `_decode_loop`, the server's continuous batching)
+    steps through notebook 05's `DecodeState`: nothing else calls `prefill` or `decode_one_token`."""
+    callers = []
+    for module in modules():
+        tree = ast.parse((PKG / f"{module}.py").read_text())
+        for top in tree.body:
+            for node in ast.walk(top):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("prefill", "decode_one_token"):
+                    callers.append((module, top.name, node.func.id))
+    assert sorted(set(callers)) == [("generation", "DecodeState", "decode_one_token"),
+                                    ("generation", "DecodeState", "prefill")]
+    import smollm2.batching as batching
+    from smollm2.generation import DecodeState
+
+    assert issubclass(batching._Batch, DecodeState)

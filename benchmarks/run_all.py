@@ -72,10 +72,12 @@ def ratio_text(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """The summary as a Markdown table (pastes into README.md's speed table)."""
+    """The summary as a Markdown table (pastes into README.md's speed table); a row's note goes in brackets after
+    its name (the bandwidth rows: bytes a token and the measured GB/s, so the share reads with its basis)."""
     lines = ["| benchmark | ours | reference | ours / reference | CPU |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['benchmark']} | {r['ours_name']}: {fmt(r['ours'], r['unit'])} | "
+        name = f"{r['benchmark']} ({r['note']})" if r.get("note") else r["benchmark"]   # e.g. MB a token, GB/s
+        lines.append(f"| {name} | {r['ours_name']}: {fmt(r['ours'], r['unit'])} | "
                      f"{r['reference_name']}: {fmt(r['reference'], r['unit'])} | {ratio_text(r)} | {r['cpu']} |")
     return "\n".join(lines)
 

@@ -129,11 +129,14 @@ class DecodeState:
     def keep(self, rows: list[int]):
         """Keep only the rows `rows` (indices), and drop the leading cache columns only the others used."""
         sel = torch.tensor(rows, device=self.logits.device)
-        first = 0 if self.mask is None else int(self.mask[sel].any(0).int().argmax())  # first column still used
-        self.cache.keep_rows(sel, first)
         self.logits = self.logits[sel]
-        if self.mask is not None:
-            self.mask, self.pos = self.mask[sel, first:], self.pos[sel]
+        if self.mask is None:
+            self.cache.keep_rows(sel)
+            return
+        mask = self.mask[sel]                                                         # (B', length)
+        first = int(mask.any(0).int().argmax())                                       # first column still used
+        self.cache.keep_rows(sel, first)
+        self.mask, self.pos = mask[:, first:], self.pos[sel]
 
 
 class _Stops:

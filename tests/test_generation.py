@@ -552,3 +552,20 @@ def test_load_training_checkpoint_folder_errors(tmp_path):
     with pytest.warns(UserWarning, match="checkpoint_step_9.pt cannot be loaded"):
         loaded = load_training_checkpoint(tmp_path)                          # falls back to step 4
     assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+
+
+@torch.inference_mode()
+def test_decode_state_keeps_rows_like_decoding_them_alone(tiny):
+    """`DecodeState.keep` drops rows mid-decode: the rows kept go on exactly as a state that only ever held them."""
+    from smollm2.generation import DecodeState
+
+    ids = torch.randint(0, tiny.config.vocab_size, (3, 6), generator=torch.Generator().manual_seed(0))
+    both, alone = DecodeState.start(tiny, ids, None, 9), DecodeState.start(tiny, ids[[2, 0]], None, 9)
+    tok = torch.tensor([5, 6, 7])
+    both.feed(tok)
+    alone.feed(tok[[2, 0]])
+    both.keep([2, 0])
+    both.feed(torch.tensor([8, 9]))
+    alone.feed(torch.tensor([8, 9]))
+    torch.testing.assert_close(both.logits, alone.logits, rtol=1e-5, atol=1e-5)
+    assert both.mask is None and both.cache.length == alone.cache.length == 8

@@ -222,6 +222,11 @@ def test_the_exporter_folds_patched_methods_into_their_class():
     c = ns["C"].make()
     assert (c.a(), c.b(), c.c()) == (1, 2, 3) and "b" not in ns and "_c_impl" not in ns and "d" in ns
     assert "    # -- b\n    def b(self):" in folded
+    with pytest.raises(SystemExit, match="b .* has a multi-line string"):   # indenting it would change its value
+        export_tool()._folded('class C:\n    pass\n\n\n@patch_to(C)\ndef b(self):\n    """doc\n    ok"""\n'
+                              '    return """two\nlines"""\n')
+    docstring_only = 'class C:\n    pass\n\n\n@patch_to(C)\ndef b(self):\n    """doc\n    on two lines"""\n'
+    assert export_tool()._folded(docstring_only)[1] == {"b"}
 
 
 def test_the_exporter_drops_unused_imports_and_refuses_a_name_in_two_modules():

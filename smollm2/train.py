@@ -2,7 +2,6 @@
 # Edit the notebook, then run `make export` (python tools/export.py).
 
 import contextlib
-import inspect
 import json
 import math
 import os
@@ -39,36 +38,20 @@ def _model_config(model: nn.Module) -> dict:
     return plain_values({k: d[k] for k in _ARCH_KEYS if k in d})
 
 
-_POSITIONAL = ("input_file", "batch_size", "max_length", "learning_rate", "checkpoint_dir", "checkpoint_interval",
-               "max_checkpoints", "target_steps")      # the original ModelTrainer(model, tokenizer, input_file, ...)
 _SETTING_NAMES = frozenset(f.name for f in fields(TrainConfig))
 _RESUME_FACTS = ("world_size", "tokenizer")  # not settings, but a resume must match them too
 
-def _settings(config, args: tuple, kwargs: dict) -> TrainConfig:
-    """The TrainConfig of `ModelTrainer(model, tokenizer, *args, config=config, **kwargs)`: the original positional
-    settings and keyword settings override the fields of `config` (default: `TrainConfig()`)."""
-    if len(args) > len(_POSITIONAL):
-        raise TypeError(f"ModelTrainer takes at most {2 + len(_POSITIONAL)} positional arguments (model, tokenizer, "
-                        f"{', '.join(_POSITIONAL)}) but {2 + len(args)} were given; pass the others by keyword")
-    given, names = dict(zip(_POSITIONAL, args)), [f.name for f in fields(TrainConfig)]
-    for name in kwargs:
-        if name in given:
-            raise TypeError(f"ModelTrainer got multiple values for argument {name!r}")
+def _settings(config: TrainConfig | None, given: dict) -> TrainConfig:
+    """The TrainConfig of a `ModelTrainer`: the settings in `given` (TrainConfig field -> value) override the fields
+    of `config` (default: `TrainConfig()`); TrainConfig validates them, each error naming its setting."""
+    if config is not None and not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    names = [f.name for f in fields(TrainConfig)]
+    for name in given:
         if name not in names:
             raise TypeError(f"ModelTrainer got an unexpected keyword argument {name!r} (the settings are "
                             f"TrainConfig's fields: {', '.join(names)})")
-    if config is not None and not isinstance(config, TrainConfig):
-        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
-    return replace(config or TrainConfig(), **given, **kwargs)
-
-def _signature() -> inspect.Signature:
-    """What `help(ModelTrainer)` shows: the original signature, then every other TrainConfig field by keyword."""
-    P, defaults = inspect.Parameter, {f.name: f.default for f in fields(TrainConfig)}
-    params = [P(name, P.POSITIONAL_OR_KEYWORD) for name in ("self", "model", "tokenizer")]
-    params += [P(name, P.POSITIONAL_OR_KEYWORD, default=defaults[name]) for name in _POSITIONAL]
-    params += [P(name, P.KEYWORD_ONLY, default=d) for name, d in defaults.items() if name not in _POSITIONAL]
-    return inspect.Signature(params + [P("config", P.KEYWORD_ONLY, default=None),
-                                       P("dataset", P.KEYWORD_ONLY, default=None)])
+    return replace(config or TrainConfig(), **given)
 
 
 class ModelTrainer:
@@ -76,12 +59,13 @@ class ModelTrainer:
 
     `model` is a `smollm2.LlamaForCausalLM` (or any module whose `model(ids).logits` is (B, T, vocab));
     `tokenizer` a SmolLM2 / `tokenizers` / transformers tokenizer. The settings are a `TrainConfig`: pass
-    `config=TrainConfig(...)`, or its fields as keywords (the original's first eight also by position:
-    `ModelTrainer(model, tokenizer, input_file, batch_size, max_length, learning_rate, checkpoint_dir,
-    checkpoint_interval, max_checkpoints, target_steps)`). `trainer.settings` is that TrainConfig (each setting
-    also reads as `trainer.<name>`); `trainer.config` is the plain dict saved in every checkpoint as
-    `train_config`: the settings that shape the run plus the world size, the tokenizer's fingerprint, the
-    schedule's length and the text's hash. `target_steps` is the schedule's length.
+    `config=TrainConfig(...)`, or its fields as keywords, which override `config`'s. The original's eight
+    settings are also positional, as in `ModelTrainer(model, tokenizer, input_file, batch_size, max_length,
+    learning_rate, checkpoint_dir, checkpoint_interval, max_checkpoints, target_steps)`; each left at None takes
+    `config`'s value (TrainConfig's default: data/input.txt, 4, 512, 3e-3, "checkpoints", 50, 3, 5000).
+    `trainer.settings` is that TrainConfig (each setting also reads as `trainer.<name>`); `trainer.config` is the
+    plain dict saved in every checkpoint as `train_config`: the settings that shape the run plus the world size,
+    the tokenizer's fingerprint, the schedule's length and the text's hash. `target_steps` is the schedule's length.
     One run at a time trains into a `checkpoint_dir` (a lock names the other run's pid). Checkpoint files that
     all fail to load stop the trainer unless `restart=True`, which moves every checkpoint and the loss log into
     `checkpoint_dir/previous-run-*` and starts at step 0. Resuming on a text whose hash differs from the one
@@ -89,9 +73,17 @@ class ModelTrainer:
     `dataset` replaces the text file (notebook 07's chat data): see `_make_data`.
     """
 
-    def __init__(self, model: nn.Module, tokenizer, *args, config: TrainConfig | None = None, dataset=None,
-                 **settings):
-        s = self.settings = _settings(config, args, settings)   # validated before anything touches the disk
+    def __init__(self, model: nn.Module, tokenizer, input_file: str | os.PathLike | None = None,
+                 batch_size: int | None = None, max_length: int | None = None, learning_rate: float | None = None,
+                 checkpoint_dir: str | os.PathLike | None = None, checkpoint_interval: int | None = None,
+                 max_checkpoints: int | None = None, target_steps: int | None = None, *,
+                 config: TrainConfig | None = None, dataset=None, **settings):
+        original = dict(input_file=input_file, batch_size=batch_size, max_length=max_length,
+                        learning_rate=learning_rate, checkpoint_dir=checkpoint_dir,
+                        checkpoint_interval=checkpoint_interval, max_checkpoints=max_checkpoints,
+                        target_steps=target_steps)
+        given = {k: v for k, v in original.items() if v is not None} | settings
+        s = self.settings = _settings(config, given)            # validated before anything touches the disk
         max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         if max_pos is not None and s.max_length > max_pos:
             raise ValueError(f"max_length={s.max_length} exceeds the model's max_position_embeddings={max_pos}")
@@ -559,9 +551,6 @@ class ModelTrainer:
         except ImportError:
             self._plot_off = True
             self._log(bar, "note: matplotlib is not installed, so no loss.png is drawn (pip install matplotlib)")
-
-
-ModelTrainer.__init__.__signature__ = _signature()
 
 
 def demo_run(steps: int = 60, checkpoint_dir=None):

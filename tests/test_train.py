@@ -613,12 +613,31 @@ def test_config_or_keywords_or_the_seeds_positions_give_one_trainer(text_file, t
         assert dataclasses.replace(t.settings, checkpoint_dir="x") == dataclasses.replace(by_keyword.settings,
                                                                                           checkpoint_dir="x")
     assert by_config.settings.warmup_steps == default_warmup_steps(12) == by_config.config["warmup_steps"]
-    assert by_config.batch_size == 2 and by_config.sample_prompt == "First Citizen:"     # settings as attributes
-    sig = inspect.signature(ModelTrainer)
-    assert list(sig.parameters)[:10] == ["model", "tokenizer", "input_file", "batch_size", "max_length",
-                                         "learning_rate", "checkpoint_dir", "checkpoint_interval",
-                                         "max_checkpoints", "target_steps"]
-    assert sig.parameters["decay_fraction"].default == 0.2 and sig.parameters["config"].default is None
+    assert by_position.settings.batch_size == 2 and by_position.settings.target_steps == 12
+    assert by_config.settings.batch_size == 2 and by_config.settings.sample_prompt == "First Citizen:"
+
+
+SEED = dict(input_file="data/input.txt", batch_size=4, max_length=512, learning_rate=3e-3,
+            checkpoint_dir="checkpoints", checkpoint_interval=50, max_checkpoints=3, target_steps=5000)
+
+
+def test_trainer_signature_is_the_real_one_with_the_seeds_parameters():
+    assert "__signature__" not in ModelTrainer.__init__.__dict__
+    params = list(inspect.signature(ModelTrainer).parameters.values())
+    assert [p.name for p in params] == ["model", "tokenizer", *SEED, "config", "dataset", "settings"]
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params[:10])
+    assert [p.kind for p in params[10:]] == [params[10].KEYWORD_ONLY] * 2 + [params[10].VAR_KEYWORD]
+    assert all(p.default is None for p in params[2:12])          # None: the config's value (TrainConfig's default)
+    assert {name: getattr(TrainConfig(), name) for name in SEED} == SEED
+
+
+def test_the_seeds_defaults_as_resolved(text_file, tmp_path):
+    model = tiny_model(config=dataclasses.replace(TINY, max_position_embeddings=512))
+    t = ModelTrainer(model, ByteTokenizer(), text_file, checkpoint_dir=tmp_path / "ck", progress=False,
+                     device="cpu", dtype="float32")
+    assert {name: getattr(t.settings, name) for name in SEED} == {**SEED, "input_file": text_file,
+                                                                  "checkpoint_dir": tmp_path / "ck"}
+    assert t.total_steps == 5000 and t.optimizer.param_groups[0]["initial_lr"] == 3e-3
 
 
 def test_trainer_arguments_that_are_not_settings(text_file, tmp_path):
@@ -626,7 +645,7 @@ def test_trainer_arguments_that_are_not_settings(text_file, tmp_path):
         make(text_file, tmp_path / "ck", learning_rat=1e-3)
     with pytest.raises(TypeError, match=r"multiple values for argument 'batch_size'"):
         ModelTrainer(tiny_model(), ByteTokenizer(), text_file, 2, batch_size=4)
-    with pytest.raises(TypeError, match=r"at most 10 positional arguments .* but 11 were given"):
+    with pytest.raises(TypeError, match=r"takes from 3 to 11 positional arguments but 12 were given"):
         ModelTrainer(tiny_model(), ByteTokenizer(), text_file, 2, 32, 3e-3, tmp_path / "ck", 3, 3, 12, 0)
     with pytest.raises(ValueError, match=r"config must be a TrainConfig, got dict"):
         ModelTrainer(tiny_model(), ByteTokenizer(), config={"batch_size": 2})

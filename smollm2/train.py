@@ -38,7 +38,6 @@ def _model_config(model: nn.Module) -> dict:
     return plain_values({k: d[k] for k in _ARCH_KEYS if k in d})
 
 
-_SETTING_NAMES = frozenset(f.name for f in fields(TrainConfig))
 _RESUME_FACTS = ("world_size", "tokenizer")  # not settings, but a resume must match them too
 
 def _settings(config: TrainConfig | None, given: dict) -> TrainConfig:
@@ -63,9 +62,9 @@ class ModelTrainer:
     settings are also positional, as in `ModelTrainer(model, tokenizer, input_file, batch_size, max_length,
     learning_rate, checkpoint_dir, checkpoint_interval, max_checkpoints, target_steps)`; each left at None takes
     `config`'s value (TrainConfig's default: data/input.txt, 4, 512, 3e-3, "checkpoints", 50, 3, 5000).
-    `trainer.settings` is that TrainConfig (each setting also reads as `trainer.<name>`); `trainer.config` is the
-    plain dict saved in every checkpoint as `train_config`: the settings that shape the run plus the world size,
-    the tokenizer's fingerprint, the schedule's length and the text's hash. `target_steps` is the schedule's length.
+    `trainer.settings` is that TrainConfig (`trainer.settings.batch_size`); `trainer.config` is the plain dict
+    saved in every checkpoint as `train_config`: the settings that shape the run plus the world size, the
+    tokenizer's fingerprint, the schedule's length and the text's hash. `target_steps` is the schedule's length.
     One run at a time trains into a `checkpoint_dir` (a lock names the other run's pid). Checkpoint files that
     all fail to load stop the trainer unless `restart=True`, which moves every checkpoint and the loss log into
     `checkpoint_dir/previous-run-*` and starts at step 0. Resuming on a text whose hash differs from the one
@@ -108,12 +107,6 @@ class ModelTrainer:
             self._resume(state, path, bad)
         self._wrap_model()
 
-    def __getattr__(self, name: str):
-        """Each setting reads as an attribute: `trainer.batch_size` is `trainer.settings.batch_size`."""
-        if name in _SETTING_NAMES and "settings" in self.__dict__:
-            return getattr(self.settings, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -155,7 +148,7 @@ class ModelTrainer:
 
     def _load_tokens(self) -> torch.Tensor:
         """The text's tokens (the default Shakespeare file is built on first use; any other file must exist)."""
-        progress = self.progress and self.is_main     # the data's bars follow the training bar's setting
+        progress = self.settings.progress and self.is_main     # the data's bars follow the training bar's setting
         if Path(os.path.abspath(self.input_file)) == Path(os.path.abspath(SHAKESPEARE_PATH)):
             ensure_shakespeare(self.input_file, progress=progress)
         if self.world_size > 1 and not self.is_main:
@@ -197,7 +190,8 @@ class ModelTrainer:
         self.history: list[dict] = []
         self.samples: list[tuple[int, str]] = []
         self.checkpoint_path, self._saved_step, self._plot_off = None, None, False
-        self._val_batches = self.windows.validation_batches(self.eval_batches, self.batch_size, seed=self.seed)
+        s = self.settings
+        self._val_batches = self.windows.validation_batches(s.eval_batches, s.batch_size, seed=s.seed)
         if state is not None:
             self._load_state(state)
             self.checkpoint_path, self._saved_step = path, self.step
@@ -207,7 +201,7 @@ class ModelTrainer:
             for p in bad:                           # keep the evidence, out of the way of the rotation
                 os.replace(p, p.with_name(p.name + ".corrupt"))
             if state is not None:                   # an interrupted rotation's leftovers
-                prune_checkpoints(self.checkpoint_dir, self.step, self.max_checkpoints)
+                prune_checkpoints(self.checkpoint_dir, self.step, s.max_checkpoints)
         if self.world_size > 1:
             import torch.distributed as dist
 
@@ -299,7 +293,8 @@ class ModelTrainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"format": 1, "step": self.step, "model": self._model_state(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng,
-                "data": {"seed": self.seed, "next_step": self.step, "tokens_seen": self.step * self.tokens_per_step},
+                "data": {"seed": self.settings.seed, "next_step": self.step,
+                         "tokens_seen": self.step * self.tokens_per_step},
                 "model_config": _model_config(self.model), "train_config": self.config}
 
     def _frozen(self) -> set[str]:
@@ -335,7 +330,7 @@ class ModelTrainer:
         if self.is_main:
             try:
                 self.checkpoint_path = save_checkpoint(self.state_dict(), self.checkpoint_dir, self.step,
-                                                       self.max_checkpoints)
+                                                       self.settings.max_checkpoints)
             except OSError as e:                    # disk full, read-only, permissions: a clean stop
                 kept = ", ".join(p.name for _, p in list_checkpoints(self.checkpoint_dir)) or "none yet"
                 raise OSError(e.errno, f"cannot write checkpoint_step_{self.step}.pt in "
@@ -364,7 +359,8 @@ class ModelTrainer:
     def batches(self, step: int, rank: int | None = None) -> list[torch.Tensor]:
         """The `grad_accum` micro-batches of `step` for `rank`: each (batch_size, max_length + 1)."""
         rank = self.rank if rank is None else rank
-        return [self.windows.sample(self.batch_size, self.seed, step, m, rank) for m in range(self.grad_accum)]
+        s = self.settings
+        return [self.windows.sample(s.batch_size, s.seed, step, m, rank) for m in range(s.grad_accum)]
 
     def loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of a batch of (B, max_length + 1) windows (computed in fp32).
@@ -408,7 +404,7 @@ class ModelTrainer:
 
             dist.all_reduce(loss)
             loss /= self.world_size
-        max_norm = self.grad_clip if self.grad_clip is not None else math.inf
+        max_norm = self.settings.grad_clip if self.settings.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         loss_value, norm_value = loss.item(), grad_norm.item()
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
@@ -442,18 +438,18 @@ class ModelTrainer:
     def sample(self, prompt: str | None = None, max_new_tokens: int | None = None, temperature: float = 0.8,
                seed: int | None = None) -> str:
         """A sampled continuation of `prompt` (its own generator: the training RNG is not touched)."""
-        prompt = self.sample_prompt if prompt is None else prompt
+        prompt = self.settings.sample_prompt if prompt is None else prompt
         ids = encode_text(self.tokenizer, prompt)
         if not ids:
             raise ValueError("sample prompt must not be empty")
         ids = torch.tensor([ids], device=self.device)                    # (1, T)
-        g = torch.Generator(device=self.device).manual_seed(self.seed + self.step if seed is None else seed)
+        g = torch.Generator(device=self.device).manual_seed(self.settings.seed + self.step if seed is None else seed)
         was_training = self.model.training
         self.model.eval()
-        for _ in range(max_new_tokens or self.sample_tokens):
+        for _ in range(max_new_tokens or self.settings.sample_tokens):
             with self._autocast():
-                logits = self.model(ids[:, -self.max_length:], logits_to_keep=1).logits[:, -1].float()  # (1, V)
-            probs = torch.softmax(logits / temperature, dim=-1)
+                logits = self.model(ids[:, -self.settings.max_length:], logits_to_keep=1).logits[:, -1].float()
+            probs = torch.softmax(logits / temperature, dim=-1)                 # (1, V)
             ids = torch.cat([ids, torch.multinomial(probs, 1, generator=g)], dim=1)
         self.model.train(was_training)
         return decode_tokens(self.tokenizer, ids[0].tolist())
@@ -483,7 +479,7 @@ class ModelTrainer:
         lock = RunLock(self.checkpoint_dir) if self.is_main else contextlib.nullcontext()
         with lock, (self._claim_folder() if self.is_main else contextlib.nullcontext(None)) as log:
             bar = tqdm(total=target, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
-                       disable=not (self.progress and self.is_main))
+                       disable=not (self.settings.progress and self.is_main))
             try:
                 self._train_until(target, bar, log)
             finally:
@@ -508,9 +504,10 @@ class ModelTrainer:
 
     def _train_until(self, target: int, bar, log):
         """The loop of `train`: steps, evaluations, log lines, samples and checkpoints until `target`."""
+        s = self.settings
         while self.step < target:
             record = self.train_step()
-            evaluated = (self.eval_interval and self.step % self.eval_interval == 0) or self.step == target
+            evaluated = (s.eval_interval and self.step % s.eval_interval == 0) or self.step == target
             if evaluated and (val := self.evaluate()) is not None:
                 record["val_loss"] = val
             self.history.append(record)
@@ -522,15 +519,15 @@ class ModelTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
                             tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
-            if self.log_interval and (self.step % self.log_interval == 0 or "val_loss" in record):
+            if s.log_interval and (self.step % s.log_interval == 0 or "val_loss" in record):
                 val = f", val loss {record['val_loss']:.3f}" if "val_loss" in record else ""
                 self._log(bar, f"step {self.step}: loss {record['loss']:.3f}{val}, lr {record['lr']:.2e}, "
                                f"{record['tokens_per_s']:.0f} tokens/s")
-            if self.is_main and self.sample_interval and self.step % self.sample_interval == 0:
+            if self.is_main and s.sample_interval and self.step % s.sample_interval == 0:
                 text = self.sample()
                 self.samples.append((self.step, text))
                 self._log(bar, f"--- sample at step {self.step} ---\n{text}\n---")
-            if self.step % self.checkpoint_interval == 0:
+            if self.step % s.checkpoint_interval == 0:
                 self.save_checkpoint()
         if self._saved_step != self.step:
             self.save_checkpoint()             # train() always ends with a checkpoint of where it stands

@@ -90,7 +90,7 @@ def test_optimizer_settings(text_file, tmp_path):
     assert g[0]["betas"] == (0.9, 0.95) and g[0]["eps"] == 1e-8 and g[0]["weight_decay"] == 0.01
     assert g[1]["weight_decay"] == 0.0 and g[0]["initial_lr"] == 3e-3
     assert t.device == torch.device("cpu") and t.autocast_dtype is None       # dtype="float32" in make()
-    assert t.grad_clip == 1.0 and t.config["warmup_steps"] == default_warmup_steps(12)
+    assert t.settings.grad_clip == 1.0 and t.config["warmup_steps"] == default_warmup_steps(12)
 
 
 def test_auto_dtype_on_cpu_follows_the_hardware():
@@ -615,6 +615,7 @@ def test_config_or_keywords_or_the_seeds_positions_give_one_trainer(text_file, t
     assert by_config.settings.warmup_steps == default_warmup_steps(12) == by_config.config["warmup_steps"]
     assert by_position.settings.batch_size == 2 and by_position.settings.target_steps == 12
     assert by_config.settings.batch_size == 2 and by_config.settings.sample_prompt == "First Citizen:"
+    assert not hasattr(by_config, "batch_size")                 # a setting is read from trainer.settings
 
 
 SEED = dict(input_file="data/input.txt", batch_size=4, max_length=512, learning_rate=3e-3,
@@ -622,7 +623,7 @@ SEED = dict(input_file="data/input.txt", batch_size=4, max_length=512, learning_
 
 
 def test_trainer_signature_is_the_real_one_with_the_seeds_parameters():
-    assert "__signature__" not in ModelTrainer.__init__.__dict__
+    assert "__signature__" not in ModelTrainer.__init__.__dict__ and "__getattr__" not in vars(ModelTrainer)
     params = list(inspect.signature(ModelTrainer).parameters.values())
     assert [p.name for p in params] == ["model", "tokenizer", *SEED, "config", "dataset", "settings"]
     assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params[:10])

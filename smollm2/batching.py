@@ -12,45 +12,64 @@ import torch
 
 from smollm2.generation import DecodeState, StopMatcher, TextStreamer, batch_prompt, plan_generation
 
-__all__ = ['Row', 'SchedulerBusy', 'Scheduler']
+__all__ = ['Reply', 'Row', 'SchedulerBusy', 'Scheduler']
 
 
 _log = logging.getLogger("smollm2.serve")
 
+class Reply:
+    """One request's new tokens as OpenAI text, for `Generation` and the batch's `Row`: whole UTF-8 characters
+    (notebook 05's TextStreamer), cut before the first stop string (StopMatcher). `push(tok)` returns the text to
+    send now and, at the token that ends the reply, sets `finish_reason`: "stop" (a stop id or string) or
+    "length" (the `max_new`-th token)."""
+
+    def __init__(self, tokenizer, stop_strings, stop_ids, max_new: int):
+        self.streamer, self.stops = TextStreamer(tokenizer), StopMatcher(stop_strings)
+        self.stop_ids, self.max_new = set(stop_ids), max_new
+        self.completion_tokens, self.finish_reason = 0, None
+
+    def push(self, tok: int) -> str:
+        self.completion_tokens += 1
+        text = self.stops.push(self.streamer.push(tok))
+        if self.stops.stopped:
+            self.finish_reason = "stop"
+        elif tok in self.stop_ids or self.completion_tokens == self.max_new:
+            text += self.stops.finish(self.streamer.flush())
+            self.finish_reason = "stop" if self.stops.stopped or tok in self.stop_ids else "length"
+        return text
+
 
 class Row:
-    """One request inside the `Scheduler`'s batch: its own plan and sampler (notebook 05), stops and TextStreamer. Each
+    """One request inside the `Scheduler`'s batch: its own plan and sampler (notebook 05) and its `Reply`. Each
     text piece goes to `send(piece)`, then `send(None)` at the end; with the default `send`, iterate the row to
     get the pieces. `finish_reason` ("stop", "length", "disconnected" or "error") and `completion_tokens` say how
     it ended; `cancel()`, from any thread, ends it at the batch's next step."""
 
     def __init__(self, model, tokenizer, job, send=None):
         plan = plan_generation(model, [list(job.ids)], job.config, tokenizer)   # checked; ValueError if not
-        self.ids, self.max_new, self.stop_ids = plan.ids[0].tolist(), plan.n_new, set(plan.stop_ids)
-        self.sampler, self.stops, self.streamer = plan.sampler, StopMatcher(job.stop), TextStreamer(tokenizer)
+        self.ids, self.max_new, self.sampler = plan.ids[0].tolist(), plan.n_new, plan.sampler
+        self.reply = Reply(tokenizer, job.stop, plan.stop_ids, plan.n_new)
         self._pieces = queue.SimpleQueue()
         self.send = send or self._pieces.put
-        self.completion_tokens, self.finish_reason, self.cancelled = 0, None, False
+        self.finish_reason, self.cancelled = None, False
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.reply.completion_tokens
 
     @property
     def done(self) -> bool:
         return self.finish_reason is not None
 
     def take(self, logits: torch.Tensor) -> int:
-        """This row's next token from its (1, V) logits; sends the text it completes; ends the row at a stop id,
-        a stop string or max_tokens."""
+        """This row's next token from its (1, V) logits; sends the text it completes; ends the row where its
+        `Reply` ends (a stop id, a stop string or max_tokens)."""
         tok = int(self.sampler(logits)[0])
-        self.completion_tokens += 1
-        text = self.stops.push(self.streamer.push(tok))
+        text = self.reply.push(tok)
         if text:
             self.send(text)
-        if self.stops.stopped:
-            self.end("stop")
-        elif tok in self.stop_ids or self.completion_tokens == self.max_new:
-            text = self.stops.finish(self.streamer.flush())
-            if text:
-                self.send(text)
-            self.end("stop" if self.stops.stopped or tok in self.stop_ids else "length")
+        if self.reply.finish_reason:
+            self.end(self.reply.finish_reason)
         return tok
 
     def end(self, reason: str):

@@ -11,9 +11,10 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from smollm2.batching import Row, Scheduler, SchedulerBusy
-from smollm2.generation import GenerationConfig, StopMatcher, TextStreamer, plan_generation
+from smollm2.batching import Reply, Row, Scheduler, SchedulerBusy
+from smollm2.generation import GenerationConfig, plan_generation
 from smollm2.tokenizer import encode_chat, encode_plain, token_to_id
+from smollm2.weights import DEFAULT_WEIGHTS  # notebook 03: the shipped weights' name
 
 __all__ = ['RequestError', 'API_ROLES', 'chat_messages', 'Job', 'parse_request', 'Generation', 'ServeConfig', 'create_app', 'BackgroundServer', 'bind_socket', 'uvicorn_config', 'serve_forever']
 
@@ -200,32 +201,30 @@ def _check_length(tokenizer, texts: list[str], context: int, param: str, piece: 
 
 
 class Generation:
-    """One job's decoding through `smollm2.generation` (its decode loop and TextStreamer): iterate to get the
-    text pieces, each made of whole UTF-8 characters; afterwards `finish_reason` ("stop" or "length") and
+    """One job's decoding through `smollm2.generation` (its decode loop) and a `Reply`: iterate to get the text
+    pieces, each made of whole UTF-8 characters; afterwards `finish_reason` ("stop" or "length") and
     `completion_tokens` say how it ended. Closing it early (a client gone) ends the decoding."""
 
     def __init__(self, model, tokenizer, job: Job):
         plan = plan_generation(model, job.ids, config=job.config, tokenizer=tokenizer)
-        self._loop, self._stop_ids = plan.loop(model), set(plan.stop_ids)
-        self._streamer, self._stops = TextStreamer(tokenizer), StopMatcher(job.stop)
-        self.completion_tokens, self.finish_reason = 0, None
+        self._loop, self.reply = plan.loop(model), Reply(tokenizer, job.stop, plan.stop_ids, plan.n_new)
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.reply.completion_tokens
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.reply.finish_reason
 
     def __iter__(self):
-        last = None
         try:
-            for tok in self._loop:
-                last = int(tok[0])
-                self.completion_tokens += 1
-                text = self._stops.push(self._streamer.push(last))
+            for tok in self._loop:                 # ends at a stop id or the n_new-th token, as the Reply does
+                text = self.reply.push(int(tok[0]))
                 if text:
                     yield text
-                if self._stops.stopped:
-                    self.finish_reason = "stop"
+                if self.reply.finish_reason:
                     return
-            text = self._stops.finish(self._streamer.flush())
-            if text:
-                yield text
-            self.finish_reason = "stop" if self._stops.stopped or last in self._stop_ids else "length"
         finally:
             self._loop.close()
 
@@ -261,7 +260,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000                    # 0: a free port
     api_key: str | None = None          # every request then needs `Authorization: Bearer <api_key>`
-    model_name: str = "smollm2-135m-instruct"
+    model_name: str = DEFAULT_WEIGHTS   # the name clients ask for (the command line: the weights')
     max_tokens: int = 256               # max_tokens when a request gives none
     max_batch: int = 8                  # requests decoded together
     token_budget: int = 16384           # KV-cache positions of all admitted rows together (one row alone fits)
@@ -308,7 +307,7 @@ def _check_host(host):
                          f"({e})") from None
 
 
-def create_app(model, tokenizer, model_name: str = "smollm2-135m-instruct", api_key: str | None = None,
+def create_app(model, tokenizer, model_name: str = DEFAULT_WEIGHTS, api_key: str | None = None,
                default_max_tokens: int = 256, max_batch: int = 8, config: ServeConfig | None = None):
     """A FastAPI app that serves `model` the OpenAI way: GET /v1/models, POST /v1/chat/completions and
     /v1/completions, streamed (server-sent events) or not. Requests are decoded together, up to `max_batch` at

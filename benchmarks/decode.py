@@ -227,7 +227,8 @@ def speculative_fns(models: dict, ids, n: int, lookup_k: int, draft_k: int) -> d
     T, mask = ids.shape[1], torch.ones_like(ids)
 
     def o(model, spec=None):
-        return lambda: model.generate(ids, max_new_tokens=n, temperature=0, eos_token_id=[], speculative=spec)[:, T:]
+        run = model.generate if spec is None else lambda *a, **k: spec.generate(model, *a, **k)
+        return lambda: run(ids, max_new_tokens=n, temperature=0, eos_token_id=[])[:, T:]
 
     def h(**kw):
         def run():
@@ -253,7 +254,7 @@ def speculative_main(args, gguf, tok):
     from transformers import AutoModelForCausalLM
 
     from smollm2.data import ensure_shakespeare
-    from smollm2.generation import quantize
+    from smollm2.quantize import quantize
 
     models = {"ours": smollm2.from_pretrained(gguf).eval(),
               "transformers": AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()}

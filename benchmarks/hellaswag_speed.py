@@ -17,6 +17,7 @@ from common import base_parser, setup
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from smollm2 import load_tokenizer  # noqa: E402
 from smollm2.evaluate import hellaswag, load_model  # noqa: E402
+from smollm2.quantize import quantize  # noqa: E402
 
 N_TASKS = 10042
 
@@ -31,7 +32,7 @@ def main():
     tok = load_tokenizer("smollm2-135m-instruct")
     indices = list(range(0, N_TASKS, args.every))
     for int8 in (False, True):
-        model = load_model(int8=int8)
+        model = quantize(load_model(), "int8") if int8 else load_model()
         t0 = time.perf_counter()
         r = hellaswag(model, tok, indices=indices)
         rate = r["n"] / (time.perf_counter() - t0)

@@ -264,11 +264,13 @@ def train_command(argv=None) -> int:
             dist.destroy_process_group()
 
 
-DECODING_OPTIONS: dict = {}   # name -> add(group), check(args), options(args, model) -> dict; 08: speculative
+DECODING_OPTIONS: dict = {}   # name -> add(group), check(args), streamer(args, model); 08: speculative
 
-def decoding_option(name: str, add, check, options):
-    """Register the decoding option `name` of `generate` and `chat` (as `model_option` registers model flags)."""
-    DECODING_OPTIONS[name] = dict(add=add, check=check, options=options)
+def decoding_option(name: str, add, check, streamer):
+    """Register the decoding option `name` of `generate` and `chat` (as `model_option` registers model flags):
+    `streamer(args, model)` returns a function used in place of `stream` (same arguments), or None when the
+    option is off."""
+    DECODING_OPTIONS[name] = dict(add=add, check=check, streamer=streamer)
 
 def _generation_parser(name: str):
     """The options of `generate` (a prompt) and `chat` (--message, --system); they differ only in defaults."""
@@ -312,12 +314,19 @@ def _checked_decoder_args(args):
         option["check"](args)
 
 def _decoder(args):
-    """(model, tokenizer, generate's options) for checked arguments."""
+    """(model, tokenizer, generate's options, `stream` or the one a decoding option brings) for checked args."""
+    from smollm2.generation import stream
+
     model, tokenizer = load_source(args)
-    options = _sampling_options(args)
     for option in args.decoding_options:
-        options.update(option["options"](args, model))
-    return model, tokenizer, options
+        stream = option["streamer"](args, model) or stream
+    return model, tokenizer, _sampling_options(args), stream
+
+def _chat_reply(stream, model, tokenizer, messages: list, options: dict):
+    """`chat_stream` through the chosen `stream` function: the reply's text pieces."""
+    from smollm2.generation import chat_options, chat_prompt
+
+    return stream(model, tokenizer, chat_prompt(tokenizer, messages), **chat_options(tokenizer, options))
 
 def _write(pieces) -> str:
     """Print text pieces as they come (flushed), then a newline; return the whole text."""
@@ -343,10 +352,8 @@ def _read_line(interactive: bool) -> str:
             return ""
     return sys.stdin.readline()
 
-def _chat_loop(model, tokenizer, system: list, options: dict) -> int:
+def _chat_loop(stream, model, tokenizer, system: list, options: dict) -> int:
     """One message per line on stdin, each answered with the whole conversation so far; /reset, /exit, EOF."""
-    from smollm2.generation import chat_stream
-
     messages, interactive = list(system), sys.stdin.isatty()
     while True:
         line = _read_line(interactive)
@@ -358,7 +365,7 @@ def _chat_loop(model, tokenizer, system: list, options: dict) -> int:
         elif line:
             messages.append({"role": "user", "content": line})
             try:
-                reply = _write(chat_stream(model, tokenizer, messages, **options))
+                reply = _write(_chat_reply(stream, model, tokenizer, messages, options))
             except ValueError as e:                                         # e.g. the conversation outgrew the context
                 print(f"error: {e} (type /reset to start over)", file=sys.stderr)
                 messages.pop()
@@ -371,10 +378,8 @@ def generate_command(argv=None) -> int:
     """`smollm2 generate PROMPT [--weights NAME | --checkpoint PATH] [options]`: print the prompt and stream its
     continuation. Exit status 0; 2 for bad input; 1 when a file cannot be read or memory runs out."""
     def body(args):
-        from smollm2.generation import stream
-
         _checked_decoder_args(args)
-        model, tokenizer, options = _decoder(args)
+        model, tokenizer, options, stream = _decoder(args)
         pieces = stream(model, tokenizer, args.prompt, **options)                   # validated before printing
         sys.stdout.write(args.prompt)                                    # echo the prompt, then its continuation
         _write(pieces)
@@ -383,17 +388,14 @@ def generate_command(argv=None) -> int:
 
 @command("chat", "chat with SmolLM2-135M-Instruct (notebook 05)")
 def chat_command(argv=None) -> int:
-    """`smollm2 chat [--message TEXT] [--system TEXT] [options]`: answer one message, or converse one line at a
-    time on stdin. Exit statuses as `generate`'s."""
+    """`smollm2 chat [--message TEXT] [--system TEXT] [options]`: one reply, or a chat on stdin; exits as generate."""
     def body(args):
-        from smollm2.generation import chat_stream
-
         _checked_decoder_args(args)
-        model, tokenizer, options = _decoder(args)
+        model, tokenizer, options, stream = _decoder(args)
         system = [{"role": "system", "content": args.system}] if args.system else []
         if args.message is None:
-            return _chat_loop(model, tokenizer, system, options)
-        _write(chat_stream(model, tokenizer, system + [{"role": "user", "content": args.message}], **options))
+            return _chat_loop(stream, model, tokenizer, system, options)
+        _write(_chat_reply(stream, model, tokenizer, system + [{"role": "user", "content": args.message}], options))
         return 0
     return run_command(_generation_parser("chat"), argv, body)
 
@@ -431,10 +433,10 @@ def _run_task(args, model, tokenizer) -> dict:
 
 
 def _report(args, result: dict, seconds: float) -> dict:
-    """The JSON result of an evaluation, and its one-line summary printed."""
-    result = {"task": args.task, "model": args.checkpoint or args.weights or DEFAULT_WEIGHTS,
-              "quantize": args.quantize, "int8": args.quantize == "int8", "seconds": seconds,
-              "torch_threads": torch.get_num_threads(), **result}
+    """The JSON result of an evaluation (every flag's value included), and its one-line summary printed."""
+    flags = {k: v for k, v in sorted(vars(args).items()) if isinstance(v, (str, int, float, bool, type(None)))}
+    result = {"task": args.task, "model": args.checkpoint or args.weights or DEFAULT_WEIGHTS, "flags": flags,
+              "seconds": seconds, "torch_threads": torch.get_num_threads(), **result}
     if args.task == "hellaswag":
         result["tasks_per_s"] = result["n"] / seconds
         print(f"hellaswag: {result['n']} tasks, acc {result['acc']:.4f} ± {result['acc_stderr']:.4f}, acc_norm "
@@ -581,7 +583,7 @@ def _quantized(args, model):
     """The --quantize copy, made from the float model on the CPU (kept as `args.float_model` for a draft)."""
     if not args.quantize:
         return model
-    from smollm2.generation import quantize
+    from smollm2.quantize import quantize
 
     args.float_model = model.cpu()
     return quantize(args.float_model, args.quantize)
@@ -601,18 +603,18 @@ def _check_speculative(args):
         raise ValueError("repetition_penalty: not supported with --speculative (the penalty of each drafted "
                          "position depends on the drafted tokens before it)")
 
-def _speculative(args, model) -> dict:
-    """generate's `speculative=` drafter that `--speculative` asks for (none without it)."""
+def _speculative(args, model):
+    """The `stream` of the drafter that `--speculative` asks for (None without it)."""
     if args.speculative is None:
-        return {}
-    from smollm2.generation import quantize
+        return None
+    from smollm2.quantize import quantize
     from smollm2.speculative import DraftModel, PromptLookup
 
     k = {} if args.draft_tokens is None else {"num_tokens": args.draft_tokens}     # else the drafters' defaults
     if args.speculative == "lookup":
-        return {"speculative": PromptLookup(**k)}
+        return PromptLookup(**k).stream
     draft = DraftModel(quantize(getattr(args, "float_model", model).cpu(), args.draft), **k)
-    return {"speculative": draft if args.speculative == "draft" else PromptLookup(fallback=draft)}
+    return (draft if args.speculative == "draft" else PromptLookup(fallback=draft)).stream
 
 decoding_option("speculative", _add_speculative, _check_speculative, _speculative)
 

@@ -265,15 +265,15 @@ def compare_logits(reference, candidate, tokenizer, text: str, max_length: int =
 class _LMEvalMethods:
     """lm-eval's `LM` interface on a smollm2 model; mixed into lm-eval's `TemplateLM` by `lm_eval_model()`.
 
-    model_args: `weights` (a name, folder or GGUF file) or `checkpoint` (a training checkpoint), `int8`,
+    model_args: `weights` (a name, folder or GGUF file) or `checkpoint` (a training checkpoint),
     `batch_size` (continuations scored together), `max_gen_toks`; or pass `model` and `tokenizer` objects."""
 
     def __init__(self, model=None, tokenizer=None, weights: str = DEFAULT_WEIGHTS, checkpoint=None,
-                 int8: bool = False, batch_size: int = 64, max_gen_toks: int = 256, **kwargs):
+                 batch_size: int = 64, max_gen_toks: int = 256, **kwargs):
         super().__init__()
         from smollm2.tokenizer import load_tokenizer
 
-        self.model = model if model is not None else load_model(weights, checkpoint, int8)
+        self.model = model if model is not None else load_model(weights, checkpoint)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(
             weights if checkpoint is None else DEFAULT_WEIGHTS)
         self.batch_size, self.max_gen_toks = max(1, int(batch_size)), int(max_gen_toks)
@@ -347,15 +347,14 @@ class _LMEvalMethods:
         return out
 
 
-def load_model(weights: str = DEFAULT_WEIGHTS, checkpoint=None, int8: bool = False):
-    """The model to evaluate: released `weights` (name, folder or file) or a training `checkpoint` (file or
-    folder), optionally as notebook 08's int8 copy (`quantize_int8`, every linear but down_proj)."""
-    from smollm2.generation import quantize        # notebook 08 registers "int8" (and "int4")
+def load_model(weights: str = DEFAULT_WEIGHTS, checkpoint=None):
+    """The model to evaluate, in eval mode: released `weights` (name, folder or file) or a training
+    `checkpoint` (file or folder). A quantised copy (notebook 08) is passed as `model=` instead."""
     from smollm2.checkpoints import load_training_checkpoint
     from smollm2.weights import from_pretrained
 
     model = load_training_checkpoint(checkpoint) if checkpoint else from_pretrained(weights)
-    return quantize(model.eval(), "int8") if int8 else model.eval()
+    return model.eval()
 
 _ADAPTER = None
 

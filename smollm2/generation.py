@@ -11,7 +11,7 @@ from smollm2.data import decode_tokens, encode_text  # notebook 04's tokenizer a
 from smollm2.model import LlamaForCausalLM, patch_to
 from smollm2.tokenizer import token_to_id  # notebook 03: the one token-id lookup
 
-__all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_min_p', 'apply_repetition_penalty', 'logits_pipeline', 'next_token', 'prefill', 'decode_one_token', 'DecodeState', 'TextStreamer', 'stream', 'chat_prompt', 'chat_stream', 'chat', 'GenerationConfig', 'Sampler', 'GenerationPlan', 'plan_generation', 'generate', 'StopMatcher', 'QUANTIZERS', 'quantize']
+__all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_min_p', 'apply_repetition_penalty', 'logits_pipeline', 'next_token', 'prefill', 'decode_one_token', 'DecodeState', 'TextStreamer', 'stream', 'stream_plan', 'text_pieces', 'chat_prompt', 'chat_options', 'chat_stream', 'chat', 'GenerationConfig', 'Sampler', 'GenerationPlan', 'plan_generation', 'generate', 'StopMatcher']
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -217,16 +217,23 @@ def stream(model, tokenizer, prompt, skip_special_tokens: bool = True, **options
 
     `options` are `generate`'s (max_new_tokens, temperature, top_p, seed, ..., or config=); one prompt only.
     """
+    plan = stream_plan(model, tokenizer, prompt, **options)
+    return text_pieces(plan.loop(model), tokenizer, skip_special_tokens)
+
+def stream_plan(model, tokenizer, prompt, **options):
+    """`stream`'s checked GenerationPlan (Appendix A) for one prompt, a string or token ids."""
     ids = encode_text(tokenizer, prompt) if isinstance(prompt, str) else prompt
     if isinstance(prompt, str) and not ids:
         raise ValueError("prompt: the prompt is empty; give some text")
     plan = plan_generation(model, ids, tokenizer=tokenizer, **options)
     if plan.ids.shape[0] != 1:
         raise ValueError(f"prompt: stream() takes one prompt, got a batch of {plan.ids.shape[0]}")
-    return _text_pieces(plan.loop(model), TextStreamer(tokenizer, skip_special_tokens))
+    return plan
 
-def _text_pieces(loop, streamer: TextStreamer) -> Iterator[str]:
-    for tok in loop:
+def text_pieces(steps, tokenizer, skip_special_tokens: bool = True) -> Iterator[str]:
+    """The text of one row's new tokens ((1,) tensors from a decode loop), in whole characters, as they come."""
+    streamer = TextStreamer(tokenizer, skip_special_tokens)
+    for tok in steps:
         piece = streamer.push(int(tok[0]))
         if piece:
             yield piece
@@ -248,14 +255,18 @@ def chat_prompt(tokenizer, messages: list[dict]) -> list[int]:
         out = out["input_ids"]
     return [int(t) for t in out]
 
-def chat_stream(model, tokenizer, messages: list[dict], **options) -> Iterator[str]:
-    """Stream the assistant's reply to `messages`, stopping at <|im_end|>. `options` are `generate`'s."""
+def chat_options(tokenizer, options: dict) -> dict:
+    """`generate`'s `options` with chat's defaults (a config= brings its own) and a stop at <|im_end|>."""
     config = options.get("config")
-    if config is None:                                       # chat defaults; a config= brings its own
+    if config is None:
         options = {"max_new_tokens": 256, "temperature": 0.2, "top_p": 0.9, **options}
     if "stop_token_ids" not in options and getattr(config, "stop_token_ids", None) is None:
-        options["stop_token_ids"] = [token_to_id(tokenizer, "<|im_end|>", 2)]
-    return stream(model, tokenizer, chat_prompt(tokenizer, messages), **options)
+        options = {**options, "stop_token_ids": [token_to_id(tokenizer, "<|im_end|>", 2)]}
+    return options
+
+def chat_stream(model, tokenizer, messages: list[dict], **options) -> Iterator[str]:
+    """Stream the assistant's reply to `messages`, stopping at <|im_end|>. `options` are `generate`'s."""
+    return stream(model, tokenizer, chat_prompt(tokenizer, messages), **chat_options(tokenizer, options))
 
 def chat(model, tokenizer, messages: list[dict], **options) -> str:
     """The assistant's reply to `messages` as one string (see `chat_stream`)."""
@@ -283,7 +294,6 @@ class GenerationConfig:
     stop_strings: str | tuple | None = None      # end a row once its new text holds one (needs tokenizer=)
     seed: int | None = None                      # reproducible sampling
     pad_token_id: int | None = None              # None = the model's, else the first stop id, else 0
-    speculative: object = None                   # a drafter from notebook 08 (PromptLookup, DraftModel)
 
     def __post_init__(self):
         if self.max_new_tokens is not None and int(self.max_new_tokens) < 1:
@@ -305,17 +315,6 @@ class GenerationConfig:
         if strings and not all(isinstance(s, str) and s for s in strings):
             raise ValueError("stop_strings: needs non-empty strings and tokenizer= to turn tokens into text")
         object.__setattr__(self, "stop_strings", tuple(strings) if strings else None)   # frozen: set once, here
-        self._check_speculative()
-
-    def _check_speculative(self):
-        if self.speculative is None:
-            return
-        if not callable(getattr(self.speculative, "decode_loop", None)):
-            raise ValueError("speculative: expected a drafter from notebook 08 (PromptLookup(...) or "
-                             f"DraftModel(...)), got {type(self.speculative).__name__}")
-        if self.penalises_repetition:
-            raise ValueError("repetition_penalty: not supported with speculative decoding (the penalty of "
-                             "each drafted position depends on the drafted tokens before it)")
 
     @property
     def greedy(self) -> bool:
@@ -448,7 +447,8 @@ class Sampler:
 class GenerationPlan:
     """A decoding request resolved and checked before any forward: the (B, T) prompt `ids` on the model's
     device, its left-padding `mask` (None: nothing padded), `n_new` tokens at most, the `stop_ids` that end a
-    row and the `pad_id` a finished row emits, the `sampler`. `loop(model)` yields the (B,) new tokens."""
+    row and the `pad_id` a finished row emits, the `sampler`. `loop(model)` yields the (B,) new tokens, and
+    `result(steps)` puts them after the prompt."""
     config: GenerationConfig
     ids: torch.Tensor
     mask: torch.Tensor | None
@@ -468,9 +468,13 @@ class GenerationPlan:
         return _Stops(self.ids.shape[0], ids, self.pad_id, self.config.stop_strings, self.tokenizer, device)
 
     def loop(self, model) -> Iterator[torch.Tensor]:
-        if self.config.speculative is not None:                            # notebook 08: draft, then verify
-            return self.config.speculative.decode_loop(model, self)
+        """The (B,) new tokens, one step at a time: `_decode_loop` on this plan."""
         return _decode_loop(model, self.ids, self.mask, self.n_new, self.sampler, self.stops())
+
+    def result(self, steps) -> torch.Tensor:
+        """The prompt followed by the (B,) tokens of `steps`: (B, T + generated), 1-D for a 1-D prompt."""
+        out = torch.cat([self.ids, torch.stack(list(steps), dim=1)], dim=1)
+        return out[0] if self.one_d else out
 
 
 def plan_generation(model, input_ids, config: GenerationConfig | None = None, tokenizer=None,
@@ -518,8 +522,7 @@ def generate(model, input_ids, max_length=100, temperature=0.7, *, config: Gener
     if config is None or temperature != GenerationConfig.temperature:
         options["temperature"] = temperature
     plan = plan_generation(model, input_ids, config, tokenizer, attention_mask, generator, **options)
-    out = torch.cat([plan.ids, torch.stack(list(plan.loop(model)), dim=1)], dim=1)   # (B, T + generated)
-    return out[0] if plan.one_d else out
+    return plan.result(plan.loop(model))
 
 
 # model.generate(ids, max_length=100, temperature=0.7): the original repository's API
@@ -572,13 +575,3 @@ class StopMatcher:
         text = self.push(piece)
         text, self.held = text + self.held, ""
         return text
-
-
-QUANTIZERS: dict = {}     # kind -> function(model, **options) returning a quantised copy; notebook 08 fills it
-
-def quantize(model, kind: str, **options):
-    """A quantised copy of `model` made by the function registered as `kind` in `QUANTIZERS` (notebook 08
-    registers "int8" and "int4"); the original is untouched. ValueError for an unknown kind."""
-    if kind not in QUANTIZERS:
-        raise ValueError(f"kind: expected one of the registered quantisers {sorted(QUANTIZERS)}, got {kind!r}")
-    return QUANTIZERS[kind](model, **options)

@@ -6,9 +6,7 @@ import warnings
 
 import torch
 
-from smollm2.generation import QUANTIZERS  # notebook 05's registry behind `quantize(model, kind)`
-
-__all__ = ['smooth_down_proj', 'quantize_int8', 'GROUP_SIZES', 'quantize_weight_int4', 'dequantize_int4', 'Int4Linear', 'Int8WeightLinear', 'quantize_int4']
+__all__ = ['smooth_down_proj', 'quantize_int8', 'GROUP_SIZES', 'quantize_weight_int4', 'dequantize_int4', 'Int4Linear', 'Int8WeightLinear', 'quantize_int4', 'QUANTIZERS', 'quantize']
 
 
 @torch.no_grad()
@@ -188,5 +186,11 @@ def quantize_int4(model, group_size: int = 32, head: str = "int8", skip=()):
     return model
 
 
-QUANTIZERS["int8"] = quantize_int8
-QUANTIZERS["int4"] = quantize_int4
+QUANTIZERS = {"int8": quantize_int8, "int4": quantize_int4}   # kind -> function(model, **options) -> a copy
+
+def quantize(model, kind: str, **options):
+    """A quantised copy of `model` made by `QUANTIZERS[kind]` ("int8" or "int4"); the original is untouched.
+    ValueError for an unknown kind."""
+    if kind not in QUANTIZERS:
+        raise ValueError(f"kind: expected one of {sorted(QUANTIZERS)}, got {kind!r}")
+    return QUANTIZERS[kind](model, **options)

@@ -5,9 +5,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from smollm2.generation import plan_generation, stream_plan, text_pieces  # notebook 05's checked request
 from smollm2.io import check_int  # notebook 03's check: an int (not a bool) of at least a minimum
 
-__all__ = ['accept_greedy', 'lookup_draft', 'SpeculativeStats', 'PromptLookup', 'DraftModel', 'accept_sampled']
+__all__ = ['accept_greedy', 'lookup_draft', 'SpeculativeStats', 'SpeculativeDecoding', 'PromptLookup', 'DraftModel', 'accept_sampled']
 
 
 def accept_greedy(drafts: torch.Tensor, valid: torch.Tensor, logits: torch.Tensor):
@@ -99,6 +100,9 @@ class _Pick:
     generator), applied to whole blocks of positions."""
 
     def __init__(self, sampler):
+        if sampler.seen is not None:                 # the tokens a repetition penalty counts
+            raise ValueError("repetition_penalty: not supported with speculative decoding (the penalty of each "
+                             "drafted position depends on the drafted tokens before it)")
         self.steps, self.greedy, self.generator = sampler.steps, sampler.greedy, sampler.generator
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
@@ -193,10 +197,26 @@ class _Lookup:
         pass
 
 
+class SpeculativeDecoding:
+    """What both drafters add to notebook 05: `generate` with its options (and `stream`, in the appendix),
+    decoded by drafting and verifying (each drafter's `decode_loop(model, plan)`). Greedy output is plain greedy's."""
+
+    def generate(self, model, input_ids, *, config=None, tokenizer=None, attention_mask=None, generator=None,
+                 **options) -> torch.Tensor:
+        """Notebook 05's `generate(model, input_ids, ...)` (its options, as keywords), decoded speculatively."""
+        plan = plan_generation(model, input_ids, config, tokenizer, attention_mask, generator, **options)
+        return plan.result(self.decode_loop(model, plan))
+
+    def stream(self, model, tokenizer, prompt, skip_special_tokens: bool = True, **options):
+        """Notebook 05's `stream(model, tokenizer, prompt, ...)`, decoded speculatively."""
+        plan = stream_plan(model, tokenizer, prompt, **options)
+        return text_pieces(self.decode_loop(model, plan), tokenizer, skip_special_tokens)
+
+
 @dataclass
-class PromptLookup:
-    """Speculative decoding whose drafts are copied from the text so far (`generate(..., speculative=
-    PromptLookup())`): the `num_tokens` tokens that followed the latest earlier occurrence of the last n-gram.
+class PromptLookup(SpeculativeDecoding):
+    """Speculative decoding whose drafts are copied from the text so far (`PromptLookup().generate(model, ids,
+    ...)`): the `num_tokens` tokens that followed the latest earlier occurrence of the last n-gram.
     `stats` holds the last call's counts."""
 
     num_tokens: int = 15                         # a 16-token block: see the forward costs measured above
@@ -211,7 +231,7 @@ class PromptLookup:
             raise ValueError(f"fallback: expected a DraftModel, got {type(self.fallback).__name__}")
 
     def decode_loop(self, model, plan):
-        """Notebook 05's hook: the (B,) new tokens of `plan` (a GenerationPlan), one at a time."""
+        """The (B,) new tokens of `plan` (notebook 05's GenerationPlan), one at a time, drafted and verified."""
         self.stats = SpeculativeStats()
         pick = _Pick(plan.sampler)
         drafter = _Lookup(self.max_ngram)
@@ -247,9 +267,9 @@ class _Draft:
 
 
 @dataclass
-class DraftModel:
+class DraftModel(SpeculativeDecoding):
     """Speculative decoding with a draft model sharing the target's tokenizer — an int8/int4 copy of the
-    target, or any smaller model (`generate(..., speculative=DraftModel(draft, num_tokens=4))`)."""
+    target, or any smaller model (`DraftModel(draft, num_tokens=4).generate(model, ids, ...)`)."""
 
     model: torch.nn.Module
     num_tokens: int = 4
@@ -269,7 +289,7 @@ class DraftModel:
         return _Draft(self.model, pick)
 
     def decode_loop(self, model, plan):
-        """Notebook 05's hook: the (B,) new tokens of `plan` (a GenerationPlan), one at a time."""
+        """The (B,) new tokens of `plan` (notebook 05's GenerationPlan), one at a time, drafted and verified."""
         pick = _Pick(plan.sampler)
         drafter = self.drafter(model, pick)
         self.stats = SpeculativeStats()

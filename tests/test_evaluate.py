@@ -306,7 +306,8 @@ def test_cli_eval_writes_json_and_rejects_bad_limits(tmp_path, capsys):
     out = tmp_path / "r" / "hellaswag.json"
     assert main(["eval", "--task", "hellaswag", "--limit", "2", "--no-progress", "--output", str(out)]) == 0
     saved = json.loads(out.read_text())
-    assert saved["n"] == 2 and saved["task"] == "hellaswag" and len(saved["tasks"]) == 2 and saved["int8"] is False
+    assert saved["n"] == 2 and saved["task"] == "hellaswag" and len(saved["tasks"]) == 2
+    assert saved["flags"]["quantize"] is None and saved["flags"]["limit"] == 2     # every flag, for the record
     assert "hellaswag: 2 tasks" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         main(["eval", "--task", "hellaswag", "--limit", "0"])

@@ -524,13 +524,13 @@ def test_cli_chat_loop(tmp_path, capsys, monkeypatch):
 
     model = tiny_model(seed=6, vocab_size=49152, context=512)
     torch.save({"step": 1, "model": model.state_dict(), "model_config": model.config.to_dict()}, tmp_path / "checkpoint_step_1.pt")
-    seen, real_chat_stream = [], gen.chat_stream
+    seen, real_chat_prompt = [], gen.chat_prompt
 
-    def recording_chat_stream(model, tokenizer, messages, **options):
+    def recording_chat_prompt(tokenizer, messages):                  # every reply starts from the chat prompt
         seen.append([dict(m) for m in messages])
-        return real_chat_stream(model, tokenizer, messages, **options)
+        return real_chat_prompt(tokenizer, messages)
 
-    monkeypatch.setattr(gen, "chat_stream", recording_chat_stream)
+    monkeypatch.setattr(gen, "chat_prompt", recording_chat_prompt)
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello there\n\nHow are you?\n/reset\nAnd again\n"))
     base = ["--checkpoint", str(tmp_path), "--greedy", "--max-new-tokens", "5"]
     assert chat_command(base) == 0                                     # three turns, then EOF ends the loop

@@ -1,13 +1,13 @@
 """Tests for smollm2.quantize (notebook 08): int8 (torch.ao dynamic, SmoothQuant) and int4 (torch's CPU int4
-kernel) copies of a model, the registry behind `smollm2.generation.quantize`, and `--quantize` on the command
+kernel) copies of a model, `quantize(model, kind)` by name, and `--quantize` on the command
 line. The real-weights tests use the session fixtures of tests/conftest.py."""
 import pytest
 import torch
 
 from smollm2.cli import generate_command
-from smollm2.generation import QUANTIZERS, quantize
 from smollm2.model import LlamaForCausalLM, SmolLM2Config
-from smollm2.quantize import (Int4Linear, Int8WeightLinear, dequantize_int4, quantize_int4, quantize_weight_int4)
+from smollm2.quantize import (QUANTIZERS, Int4Linear, Int8WeightLinear, dequantize_int4, quantize, quantize_int4,
+                              quantize_weight_int4)
 
 
 def tiny_model(seed: int = 0, vocab_size: int = 512, hidden: int = 64, context: int = 256) -> LlamaForCausalLM:
@@ -196,7 +196,7 @@ def test_registry(tiny):
     assert {"int8", "int4"} <= set(QUANTIZERS)
     assert isinstance(quantize(tiny, "int4").model.layers[0].mlp.up_proj, Int4Linear)
     assert isinstance(quantize(tiny, "int4", group_size=64).model.layers[0].mlp.up_proj, Int4Linear)
-    with pytest.raises(ValueError, match=r"kind: expected one of the registered quantisers \['int4', 'int8'\], got 'foo'"):
+    with pytest.raises(ValueError, match=r"kind: expected one of \['int4', 'int8'\], got 'foo'"):
         quantize(tiny, "foo")
 
 

@@ -1,9 +1,12 @@
 """Speculative decoding (notebook 08): exactly the target's greedy tokens, exactly the target's distribution."""
+from dataclasses import fields
+
 import pytest
 import torch
 
 from smollm2 import LlamaForCausalLM, SmolLM2Config
-from smollm2.generation import GenerationConfig, generate
+from smollm2.data import ByteTokenizer
+from smollm2.generation import GenerationConfig, generate, stream
 from smollm2.speculative import DraftModel, PromptLookup, accept_sampled, lookup_draft
 
 from helpers import SMALL
@@ -47,7 +50,7 @@ def test_greedy_is_token_for_token_plain_greedy(target, make):
     spec = make(target)
     for p in prompts(8):
         plain = generate(target, p, max_new_tokens=24, temperature=0, eos_token_id=[])
-        fast = generate(target, p, max_new_tokens=24, temperature=0, eos_token_id=[], speculative=spec)
+        fast = spec.generate(target, p, max_new_tokens=24, temperature=0, eos_token_id=[])
         assert fast.tolist() == plain.tolist()
         assert spec.stats.new_tokens == 24 and 1 <= spec.stats.target_forwards <= 24
 
@@ -57,13 +60,22 @@ def test_left_padded_batches_match_plain_greedy(target):
     plain = generate(target, batch, max_new_tokens=20, temperature=0, eos_token_id=[])
     for spec in (PromptLookup(num_tokens=5), DraftModel(tiny(9), num_tokens=4),
                  PromptLookup(4, fallback=DraftModel(tiny(9), 2))):
-        fast = generate(target, batch, max_new_tokens=20, temperature=0, eos_token_id=[], speculative=spec)
+        fast = spec.generate(target, batch, max_new_tokens=20, temperature=0, eos_token_id=[])
         assert fast.tolist() == plain.tolist()
+
+
+def test_stream_is_plain_streams_text():
+    """`drafter.stream` prints what notebook 05's `stream` prints, piece for piece joined."""
+    target, tok = tiny(5, vocab_size=256), ByteTokenizer()
+    plain = "".join(stream(target, tok, "abcab abcab ab", max_new_tokens=20, temperature=0, eos_token_id=[]))
+    for spec in (PromptLookup(num_tokens=4), DraftModel(tiny(6, vocab_size=256), 3)):
+        fast = spec.stream(target, tok, "abcab abcab ab", max_new_tokens=20, temperature=0, eos_token_id=[])
+        assert "".join(fast) == plain and spec.stats.new_tokens == 20
 
 
 def test_the_target_itself_as_draft_accepts_everything(target):
     spec = DraftModel(target, num_tokens=4)
-    generate(target, prompts(1)[0], max_new_tokens=25, temperature=0, eos_token_id=[], speculative=spec)
+    spec.generate(target, prompts(1)[0], max_new_tokens=25, temperature=0, eos_token_id=[])
     s = spec.stats
     assert s.acceptance_rate == 1.0
     assert s.target_forwards == 5                           # 5 rounds of 4 drafts + 1 (prefill in the first)
@@ -76,8 +88,7 @@ def test_stops_like_plain_generate(target):
     stop = int(plain[0, -20])                               # a token the first row emits after ~10 new tokens
     ref = generate(target, batch, max_new_tokens=30, temperature=0, eos_token_id=stop, pad_token_id=1)
     for spec in (PromptLookup(num_tokens=6), DraftModel(tiny(4), 3)):
-        fast = generate(target, batch, max_new_tokens=30, temperature=0, eos_token_id=stop, pad_token_id=1,
-                        speculative=spec)
+        fast = spec.generate(target, batch, max_new_tokens=30, temperature=0, eos_token_id=stop, pad_token_id=1)
         assert fast.tolist() == ref.tolist()
     assert (ref[0, -5:] == 1).all()                           # the first row did stop and pad
 
@@ -109,8 +120,7 @@ def test_sampling_keeps_the_target_distribution(kind):
     prompt = [1, 2, 3, 1, 2, 4, 1, 2]                          # lookup finds "1 2" and proposes 3 or 4
     spec = {"draft": DraftModel(draft, num_tokens=3), "lookup": PromptLookup(num_tokens=3, max_ngram=2),
             "lookup-or-draft": PromptLookup(num_tokens=3, max_ngram=3, fallback=DraftModel(draft, 2))}[kind]
-    out = generate(target, [prompt] * N, max_new_tokens=2, temperature=T, eos_token_id=[], seed=0,
-                   speculative=spec)[:, -2:]
+    out = spec.generate(target, [prompt] * N, max_new_tokens=2, temperature=T, eos_token_id=[], seed=0)[:, -2:]
     counts = torch.bincount(out[:, 0] * V + out[:, 1], minlength=V * V).view(V, V)
     exact = exact_two_token_probs(target, prompt, T)
     critical = 220.0                                             # chi-square, ~143 dof, p = 1e-4: about 215
@@ -138,15 +148,17 @@ def test_bad_options_are_clear_errors(target):
     with pytest.raises(ValueError, match="max_ngram"):
         PromptLookup(max_ngram=-1)
     with pytest.raises(ValueError, match="draft model's vocabulary"):
-        generate(target, [1, 2, 3], max_new_tokens=3, speculative=DraftModel(tiny(0, vocab_size=64)))
+        DraftModel(tiny(0, vocab_size=64)).generate(target, [1, 2, 3], max_new_tokens=3)
     with pytest.raises(ValueError, match="expected a smollm2 model"):
         DraftModel("smollm2-135m")
     with pytest.raises(ValueError, match="fallback: expected a DraftModel, got PromptLookup"):
         PromptLookup(fallback=PromptLookup())
-    with pytest.raises(ValueError, match="repetition_penalty: not supported with speculative"):
-        GenerationConfig(repetition_penalty=1.3, speculative=PromptLookup())
-    with pytest.raises(ValueError, match="speculative: expected a drafter"):
-        generate(target, [1, 2, 3], max_new_tokens=3, speculative="lookup")
+    for spec in (PromptLookup(), DraftModel(tiny(0))):
+        with pytest.raises(ValueError, match="repetition_penalty: not supported with speculative"):
+            spec.generate(target, [1, 2, 3], max_new_tokens=3, repetition_penalty=1.3)
+        with pytest.raises(ValueError, match="repetition_penalty: not supported with speculative"):
+            spec.stream(target, ByteTokenizer(), "abc", max_new_tokens=3, repetition_penalty=1.3)
+    assert "speculative" not in {f.name for f in fields(GenerationConfig)}     # notebook 05 knows no drafter
 
 
 @pytest.mark.slow
@@ -161,7 +173,7 @@ def test_real_weights_copy_request_is_exact_and_mostly_accepted(real_ours, real_
                                                             "out in full:\n\n" + story}])
     plain = generate(real_ours, ids, max_new_tokens=32, temperature=0)
     spec = PromptLookup(num_tokens=8)
-    fast = generate(real_ours, ids, max_new_tokens=32, temperature=0, speculative=spec)
+    fast = spec.generate(real_ours, ids, max_new_tokens=32, temperature=0)
     assert fast.tolist() == plain.tolist()
     assert spec.stats.tokens_per_forward > 2.5, spec.stats
 

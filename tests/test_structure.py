@@ -282,3 +282,46 @@ def test_one_decode_step_core():
     from smollm2.generation import DecodeState
 
     assert issubclass(batching._Batch, DecodeState)
+
+
+def later_references(source: str, module: str, exports: dict[str, set]) -> list[str]:
+    """Names in `source` (of `module`) that belong to a later notebook: a public name a later module exports,
+    used as a name, or a later module's name given to a parameter, keyword or field (`speculative=`)."""
+    tree, found = ast.parse(source), []
+    names, slots = {}, {}                                                    # name -> its first line
+    for n in sorted(ast.walk(tree), key=lambda n: getattr(n, "lineno", 0)):
+        if isinstance(n, ast.Name):
+            names.setdefault(n.id, n.lineno)
+        if isinstance(n, (ast.arg, ast.keyword)) and n.arg:
+            slots.setdefault(n.arg, n.lineno)
+        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name):
+            slots.setdefault(n.target.id, n.lineno)
+    for later, public in exports.items():
+        if notebook_of(later) > notebook_of(module):
+            found += [f"{module}.py:{names[n]} uses {later}.{n}" for n in sorted(public) if n in names]
+            found += [f"{module}.py:{slots[later]} has a slot named {later!r}"] if later in slots else []
+    return found
+
+
+def public_exports() -> dict[str, set]:
+    import importlib
+
+    return {m: set(importlib.import_module(f"smollm2.{m}").__all__) for m in modules() if m not in COMMAND_LINE}
+
+
+def test_no_module_holds_a_hook_for_a_later_notebook():
+    """Later notebooks extend earlier ones by registration or composition in cli.py (issue #24): no earlier
+    module names what a later one defines (notebook 05 once kept `QUANTIZERS` for 08 and
+    `GenerationConfig.speculative`)."""
+    exports = public_exports()
+    found = [hit for m in modules() if m not in COMMAND_LINE
+             for hit in later_references((PKG / f"{m}.py").read_text(), m, exports)]
+    assert not found, "\n".join(found)
+
+
+def test_later_reference_rule_catches_the_old_hooks():
+    old = ("QUANTIZERS: dict = {}\n\n@dataclass\nclass GenerationConfig:\n    speculative: object = None\n\n"
+           "def load_model(weights, quantize=None):\n    return QUANTIZERS[quantize](weights)\n")
+    found = later_references(old, "generation", public_exports())
+    assert found == ["generation.py:1 uses quantize.QUANTIZERS", "generation.py:8 uses quantize.quantize",
+                     "generation.py:7 has a slot named 'quantize'", "generation.py:5 has a slot named 'speculative'"]

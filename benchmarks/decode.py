@@ -3,6 +3,7 @@
     python benchmarks/decode.py                      # CPU fp32, ~16-token prompt, 128 new tokens
     python benchmarks/decode.py --int8               # also int8 on both sides (CPU)
     python benchmarks/decode.py --int8 --new-tokens 32 --repeats 3     # shorter
+    python benchmarks/decode.py --int4               # also ours int4 against llama.cpp Q4_1, prompt included
     python benchmarks/decode.py --device cuda --dtype bf16
     python benchmarks/decode.py --speculative        # notebook 08: free continuation and copy-heavy workloads
 
@@ -15,7 +16,8 @@ scales, every nn.Linear, lm_head included): ours through smollm2.quantize_int8 w
 (notebook 08), transformers' with a plain quantize_dynamic call (what a transformers user can do). Their
 greedy tokens differ from fp32 ones (the run prints how many leading tokens match), so int8 rows compare speed.
 llama.cpp runs on the same GGUF (Q4_1, its own kernels) when `llama-cpp-python` is installed
-(`pip install 'smollm2[llamacpp]'`, compiles ~20 min).
+(`pip install 'smollm2[llamacpp]'`, compiles ~20 min); it times whole generations (prompt included), so --int4
+compares ours int4 end to end (tokens / generate time) with it.
 --speculative (notebook 08) times two workloads end to end (prompt included, 128 new tokens, greedy, eos
 ignored on both sides): FREE, a Shakespeare continuation, and COPY, a chat request whose answer quotes the
 story it gives. Rows: transformers' greedy generate and its prompt-lookup generate (`prompt_lookup_num_tokens`),
@@ -105,6 +107,8 @@ def load_models(args, dtype, gguf, tok):
         hf32 = (theirs if dtype == torch.float32
                 else AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name))
         models["transformers-int8"] = ("hf", hf_int8(hf32))
+    if args.int4:   # groups of 32 (they re-find the file's Q4_1 grid), int8 head (notebook 08)
+        models["ours-int4"] = ("ours", smollm2.quantize_int4(smollm2.from_pretrained(gguf).eval()))
     return models
 
 
@@ -130,7 +134,7 @@ def make_fns(kind: str, model, ids, n: int):
     return hf_gen, hf_prefill
 
 
-def add_rows(res: Results, args, dec: dict, pre: dict, T: int, n: int):
+def add_rows(res: Results, args, dec: dict, pre: dict, T: int, n: int, e2e: dict):
     res.add(f"greedy decode {args.dtype}, batch 1, {n} tokens", dec["ours"], dec["transformers"], "tok/s")
     res.add(f"prefill {args.dtype}, {T} tokens", pre["ours"], pre["transformers"], "tok/s")
     if "ours-int8" in dec:
@@ -143,6 +147,9 @@ def add_rows(res: Results, args, dec: dict, pre: dict, T: int, n: int):
         if "llama.cpp" in dec:
             res.add("greedy decode, ours int8 vs llama.cpp Q4_1", dec["ours-int8"], dec["llama.cpp"], "tok/s",
                     "ours-int8", "llama.cpp", note="llama.cpp: 4-bit weights, its own kernels, prefill included")
+    if "ours-int4" in e2e and "llama.cpp" in dec:
+        res.add(f"greedy int4, {n} tokens, prompt included: ours vs llama.cpp Q4_1", e2e["ours-int4"], dec["llama.cpp"],
+                "tok/s", "ours-int4", "llama.cpp", note="same GGUF, same threads; ours int4 groups of 32, int8 head")
 
 
 def read_bandwidth(device: str, megabytes: int = 256, repeats: int = 5) -> float:
@@ -161,8 +168,13 @@ def read_bandwidth(device: str, megabytes: int = 256, repeats: int = 5) -> float
 
 def weight_bytes(model) -> int:
     """Bytes of weights one decode step reads: each tensor of the state dict once (a tied matrix once, int8 and
-    int4 weights at their stored size, packed parameters included)."""
+    int4 weights at their stored size, packed parameters included), except an embedding table that is not also
+    the head: a step looks up one row of it (the int8 and int4 copies keep a float32 table beside their head)."""
+    embed = model.model.embed_tokens.weight
     seen, total, todo = set(), 0, list(model.state_dict().values())
+    if getattr(model.lm_head, "weight", None) is not embed:
+        seen.add(embed.data_ptr())
+        total += embed.shape[1] * embed.element_size()
     while todo:
         t = todo.pop()
         if isinstance(t, (tuple, list)):
@@ -316,6 +328,7 @@ def main():
     ap = base_parser(__doc__.split("\n")[0])
     ap.add_argument("--new-tokens", type=int, default=128, help="tokens to generate (default 128)")
     ap.add_argument("--int8", action="store_true", help="also time int8 dynamic quantisation on both sides (CPU only)")
+    ap.add_argument("--int4", action="store_true", help="also time ours int4 (CPU only), end to end against llama.cpp")
     ap.add_argument("--speculative", action="store_true", help="the notebook 08 table: free and copy workloads")
     ap.add_argument("--lookup-tokens", type=int, default=15, help="tokens drafted per round by prompt lookup")
     ap.add_argument("--draft-tokens", type=int, default=4, help="tokens drafted per round by a draft model")
@@ -323,8 +336,9 @@ def main():
     args = ap.parse_args()
     if args.new_tokens < 1:
         ap.error(f"--new-tokens must be >= 1, got {args.new_tokens}")
-    if args.int8 and args.device != "cpu":
-        ap.error(f"--int8: torch's dynamic int8 linear runs on the CPU only, got --device {args.device}")
+    for flag in ("int8", "int4"):
+        if getattr(args, flag) and args.device != "cpu":
+            ap.error(f"--{flag}: the {flag} kernels run on the CPU only, got --device {args.device}")
     dtype = setup(args)
     gguf = resolve_source("smollm2-135m-instruct")
     tok = smollm2.load_tokenizer("smollm2-135m-instruct")
@@ -350,10 +364,12 @@ def main():
     med_pre = {k: sorted(v)[len(v) // 2] for k, v in t_pre.items()}
     print("decode tokens/s (generate time minus median prefill time)")
     dec = {k: summary(k, [t - med_pre[k] for t in v], n, "tok/s") for k, v in t_gen.items()}
+    print("end to end tokens/s (prompt included)")
+    e2e = {k: summary(k, v, n, "tok/s") for k, v in t_gen.items()}
     if (rate := llamacpp_rate(args, gguf, n)) is not None:
         dec["llama.cpp"] = rate
     res = Results("decode.py", args)
-    add_rows(res, args, dec, pre, T, n)
+    add_rows(res, args, dec, pre, T, n, e2e)
     bandwidth_rows(res, models, dec, read_bandwidth(args.device), T, n, gguf)
     res.finish()
     sync(args.device)

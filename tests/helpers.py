@@ -11,6 +11,18 @@ SMALL = dict(vocab_size=320, hidden_size=96, intermediate_size=192, num_hidden_l
              num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=512)
 
 
+def tiny_config(**overrides) -> SmolLM2Config:
+    """The tests' one small configuration, SMALL, with `overrides` where a test needs something of its own
+    (vocab_size=256 for ByteTokenizer, 49152 for the real tokenizer, a longer context)."""
+    return SmolLM2Config(**{**SMALL, **overrides})
+
+
+def tiny_model(seed: int = 0, **overrides) -> LlamaForCausalLM:
+    """A LlamaForCausalLM of `tiny_config(**overrides)` with weights seeded by `seed`, in eval mode."""
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(tiny_config(**overrides)).eval()
+
+
 def twins(cfg: SmolLM2Config, seed: int = 0):
     """(ours, transformers') with the same random weights, in eval mode: `smollm2.to_transformers` builds the twin."""
     torch.manual_seed(seed)

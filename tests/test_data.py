@@ -234,13 +234,14 @@ def test_data_preparation_shows_progress_only_when_asked(tmp_path, capsys):
 
 
 def test_trainer_passes_its_progress_setting_to_the_data(tmp_path, capsys):
-    from smollm2 import LlamaForCausalLM, SmolLM2Config
+    from smollm2 import LlamaForCausalLM
+
+    from helpers import tiny_config
     from smollm2.train import ModelTrainer
 
     text = tmp_path / "t.txt"
     text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 200, encoding="utf-8")
-    cfg = SmolLM2Config(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    cfg = tiny_config(vocab_size=256)                                                # ByteTokenizer's ids
     kw = dict(batch_size=2, max_length=16, target_steps=1, checkpoint_dir=tmp_path / "ck", device="cpu")
     ModelTrainer(LlamaForCausalLM(cfg), ByteTokenizer(), text, progress=False, **kw)
     assert "tokenising" not in capsys.readouterr().err

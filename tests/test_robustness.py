@@ -11,8 +11,11 @@ from smollm2 import LlamaForCausalLM, SmolLM2Config
 from smollm2.io import TEMP_NAME, atomic_write
 from smollm2.weights import from_pretrained, save_pretrained
 
-TINY = SmolLM2Config(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+from helpers import tiny_config
+
+# the crafted GGUF files hold F32 weights and stay under 200 KB: 96 tokens, one narrow layer, context 64
+TINY = tiny_config(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                   max_position_embeddings=64)
 
 
 # ---- the one atomic writer -------------------------------------------------------------------------------------

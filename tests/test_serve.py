@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-import torch
 
-from smollm2 import LlamaForCausalLM, SmolLM2Config
 from smollm2.generation import chat
 from smollm2.serve import BackgroundServer, create_app
+
+from helpers import tiny_model
 
 KEY = "test-key"
 NAME = "tiny"
@@ -23,12 +23,9 @@ HELLO = [{"role": "user", "content": "Hello! Who are you?"}]
 
 @pytest.fixture(scope="module")
 def tiny():
-    """Real vocabulary, 2 layers of width 64; no end-of-sequence id, so that only max_tokens or a stop ends a
+    """Real vocabulary on the tests' small model; no end-of-sequence id, so that only max_tokens or a stop ends a
     completion (a chat still ends at <|im_end|>)."""
-    torch.manual_seed(0)
-    return LlamaForCausalLM(SmolLM2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                          num_attention_heads=4, num_key_value_heads=2,
-                                          max_position_embeddings=4096, eos_token_id=[])).eval()
+    return tiny_model(vocab_size=49152, max_position_embeddings=4096, eos_token_id=[])
 
 
 @pytest.fixture(scope="module")

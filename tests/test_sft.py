@@ -6,15 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from smollm2 import LlamaForCausalLM, SmolLM2Config
 from smollm2.cli import finetune_command
 from smollm2.lora import apply_lora, load_adapter, lora_layers
 from smollm2.sft import ChatDataset, IGNORE_INDEX, encode_chat_labels, play_task, read_chat_jsonl
 from smollm2.train import ModelTrainer
 
+from helpers import tiny_config, tiny_model
+
 # the real tokenizer's 49,152 ids on a tiny model: fast, and the template is the GGUF's own
-TINY = SmolLM2Config(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+TINY = tiny_config(vocab_size=49152)
 CHATS = [[{"role": "user", "content": f"What is {a} plus {b}?"},
           {"role": "assistant", "content": f"{a + b}."}] for a, b in [(1, 2), (3, 4), (10, 5), (7, 7), (2, 9)]]
 CHATS.append([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
@@ -23,8 +23,7 @@ CHATS.append([{"role": "system", "content": "Be brief."}, {"role": "user", "cont
 
 
 def tiny(seed=0):
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(TINY)
+    return tiny_model(seed, vocab_size=49152).train()
 
 
 def test_the_mask_covers_exactly_the_assistant_tokens(real_tok):

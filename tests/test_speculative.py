@@ -4,17 +4,11 @@ from dataclasses import fields
 import pytest
 import torch
 
-from smollm2 import LlamaForCausalLM, SmolLM2Config
 from smollm2.data import ByteTokenizer
 from smollm2.generation import GenerationConfig, generate, stream
 from smollm2.speculative import DraftModel, PromptLookup, accept_sampled, lookup_draft
 
-from helpers import SMALL
-
-
-def tiny(seed: int, **over) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(SmolLM2Config(**{**SMALL, **over})).eval()
+from helpers import tiny_model as tiny
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,13 @@ from smollm2.optim import default_warmup_steps, lr_multiplier, param_groups
 from smollm2.train import ModelTrainer
 from smollm2.train_config import TrainConfig
 
-TINY = SmolLM2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+import helpers
+
+TINY = helpers.tiny_config(vocab_size=256)                      # bytes: ByteTokenizer's 256 ids
 
 
 def tiny_model(seed=0, config=TINY):
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    return helpers.tiny_model(seed, **dataclasses.asdict(config)).train()
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,8 @@ def test_param_groups_decay_matrices_once():
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
     assert sum(p is model.lm_head.weight for p in decay["params"]) == 1      # the tied embedding, once
-    assert len(decay["params"]) == 1 + 7 * 2 and len(no_decay["params"]) == 2 * 2 + 1
+    L = TINY.num_hidden_layers
+    assert len(decay["params"]) == 1 + 7 * L and len(no_decay["params"]) == 2 * L + 1
     n = sum(p.numel() for g in (decay, no_decay) for p in g["params"])
     assert n == sum(p.numel() for p in model.parameters())
 
@@ -148,7 +149,7 @@ def test_rotation_keeps_max_checkpoints(text_file, tmp_path):
         "checkpoint_step_4.pt", "checkpoint_step_5.pt", "loss.png", "loss_history.jsonl"]
     state = torch.load(tmp_path / "ck" / "checkpoint_step_5.pt", weights_only=True)
     assert state["step"] == 5 and state["train_config"]["batch_size"] == 2
-    assert state["model_config"]["hidden_size"] == 64 and isinstance(state["rng"]["torch"], torch.Tensor)
+    assert state["model_config"]["hidden_size"] == TINY.hidden_size and isinstance(state["rng"]["torch"], torch.Tensor)
     assert {"model", "optimizer", "scheduler", "data"} <= state.keys()
 
 
@@ -222,8 +223,8 @@ def test_config_mismatch_is_a_clear_error(text_file, tmp_path):
         make(text_file, ck, batch_size=4)
     with pytest.raises(ValueError, match=r"learning_rate: checkpoint 0.003, now 0.001"):
         make(text_file, ck, learning_rate=1e-3)
-    bigger = SmolLM2Config(**{**TINY.__dict__, "hidden_size": 128})
-    with pytest.raises(ValueError, match=r"model hidden_size: checkpoint 64, now 128"):
+    bigger = SmolLM2Config(**{**TINY.__dict__, "hidden_size": 2 * TINY.hidden_size})
+    with pytest.raises(ValueError, match=rf"model hidden_size: checkpoint {TINY.hidden_size}, now {2 * TINY.hidden_size}"):
         make(text_file, ck, model=tiny_model(config=bigger))
     assert snapshot(ck) == before
 
@@ -235,7 +236,7 @@ def test_config_mismatch_is_a_clear_error(text_file, tmp_path):
     (dict(learning_rate=-1e-3), "learning_rate must be a positive number"),
     (dict(learning_rate=float("nan")), "learning_rate must be a positive number"),
     (dict(max_length=0), "max_length must be an integer >= 1"),
-    (dict(max_length=4096), "max_length=4096 exceeds the model's max_position_embeddings=128"),
+    (dict(max_length=4096), f"max_length=4096 exceeds the model's max_position_embeddings={TINY.max_position_embeddings}"),
     (dict(target_steps=0), "target_steps must be an integer >= 1"),
     (dict(max_checkpoints=0), "max_checkpoints must be an integer >= 1"),
     (dict(grad_accum=0), "grad_accum must be an integer >= 1"),
@@ -710,7 +711,7 @@ FLAGS = {"input_file": (["--input", "other.txt"], "other.txt"), "val_fraction": 
 
 
 def test_cli_flags_are_the_trainconfig_fields(capsys):
-    from smollm2.cli import _train_parser, train_settings as _train_settings
+    from smollm2.cli_train import _train_parser, train_settings as _train_settings
 
     ap = _train_parser()
     assert list(FLAGS) == [f.name for f in dataclasses.fields(TrainConfig)]

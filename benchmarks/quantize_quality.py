@@ -7,9 +7,10 @@
 "fp32" is the offline GGUF (Q4_1 decoder, Q8_0 embedding) dequantised to float32, so "Q4_1 vs fp32" is zero
 by construction. Quality: `smollm2.evaluate.compare_logits` (mean KL(fp32 || copy), top-1 agreement) over a
 fixed ~700-token text (a Shakespeare passage, a prose paragraph, code); int8 copies are fed one token at a time
-through the KV cache (their activation scale is per call, as in decoding), int4 copies in one forward. HellaSwag:
-`smollm2.evaluate.hellaswag` on the first --tasks validation tasks, acc_norm and the number of tasks where the
-copy picks fp32's ending. Speed (--speed): greedy `generate`, batch 1, --new-tokens new tokens after a 2-token
+through the KV cache (as in decoding, where every call is one token), int4 copies in one forward. HellaSwag:
+`smollm2.evaluate.hellaswag` on the first --tasks validation tasks (one forward per task: there the int8 copies
+differ, per-token activation scales by default, "one scale per call" with per_token=False), acc_norm and the
+number of tasks where the copy picks fp32's ending. Speed (--speed): greedy `generate`, batch 1, --new-tokens new tokens after a 2-token
 warm-up, best of --repeats, copies interleaved.
 """
 import argparse
@@ -57,6 +58,7 @@ def main():
     play = ensure_shakespeare(SHAKESPEARE).read_text()
     calibration = tok.encode(play[:6000])[:512]
     copies = {"int8 (all but down_proj)": quantize_int8(model),
+              "int8, one scale per call": quantize_int8(model, per_token=False),
               "int8 SmoothQuant": quantize_int8(model, calibration_ids=calibration),
               "int4 g32, int8 head": quantize_int4(model, 32), "int4 g64, int8 head": quantize_int4(model, 64),
               "int4 g32, int4 head": quantize_int4(model, 32, head="int4"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from smollm2.weights import DEFAULT_WEIGHTS
 
-__all__ = ['COMMANDS', 'command', 'program', 'HelpFormatter', 'Parser', 'new_parser', 'flag_message', 'run_command', 'positive_int', 'MODEL_SOURCES', 'MODEL_OPTIONS', 'model_source', 'model_option', 'check_weights', 'load_weights', 'add_source_flags', 'check_source', 'load_source']
+__all__ = ['COMMANDS', 'command', 'program', 'HelpFormatter', 'Parser', 'new_parser', 'flag_message', 'run_command', 'positive_int', 'MODEL_SOURCES', 'MODEL_OPTIONS', 'model_source', 'model_option', 'check_weights', 'load_weights', 'add_source_flags', 'source_value', 'check_source', 'load_source']
 
 
 COMMANDS: dict = {}     # name -> (one-line help, run(argv) -> exit status); each notebook registers its own
@@ -16,9 +16,9 @@ COMMANDS: dict = {}     # name -> (one-line help, run(argv) -> exit status); eac
 def command(name: str, help: str):
     """Register `run(argv: list[str]) -> int` as `smollm2 NAME`.
 
-    Each notebook adds its commands in an `#| export cli` cell (04: train; 05: generate, chat; 06: eval; 07:
-    finetune; 09: export, serve), so `smollm2/cli.py`, the only module allowed to import every other, holds them
-    all; this registry and the rest of the framework sit in `smollm2/cli_base.py`, which imports no command."""
+    Each notebook writes its commands into a module of its own (04: train in `cli_train.py`; 05: generate, chat;
+    06: eval; 07: finetune; 09: export, serve), and `smollm2/cli.py`, the only module allowed to import every
+    other, imports each one, which registers its commands here; the framework imports no command."""
     def register(run):
         COMMANDS[name] = (help, run)
         return run
@@ -135,6 +135,11 @@ def add_source_flags(parser, inference: bool = True):
 def _source(args) -> tuple[str, str]:
     given = [(flag, getattr(args, flag[2:])) for flag in MODEL_SOURCES if getattr(args, flag[2:], None)]
     return given[0] if given else ("--weights", DEFAULT_WEIGHTS)
+
+def source_value(args) -> str:
+    """What the model flags name: the value of the source flag given (`--weights`, `--checkpoint`), else the
+    default weights. For reports and names: no command needs to know which sources later notebooks add."""
+    return _source(args)[1]
 
 def check_source(args):
     """Everything about the model flags that can be checked without loading: the source exists, options fit."""

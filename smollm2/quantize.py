@@ -5,8 +5,9 @@ import copy
 import warnings
 
 import torch
+from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
-__all__ = ['smooth_down_proj', 'quantize_int8', 'GROUP_SIZES', 'quantize_weight_int4', 'dequantize_int4', 'Int4Linear', 'Int8WeightLinear', 'quantize_int4', 'QUANTIZERS', 'quantize']
+__all__ = ['smooth_down_proj', 'PerTokenInt8Linear', 'quantize_int8', 'GROUP_SIZES', 'quantize_weight_int4', 'dequantize_int4', 'Int4Linear', 'Int8WeightLinear', 'quantize_int4', 'QUANTIZERS', 'quantize']
 
 
 @torch.no_grad()
@@ -37,27 +38,51 @@ def smooth_down_proj(model, calibration_ids, alpha: float = 0.5):
     return model
 
 
-def quantize_int8(model, calibration_ids=None, alpha: float = 0.5, skip=None):
+class PerTokenInt8Linear(DynamicInt8Linear):
+    """torch.ao's dynamic int8 linear with one activation scale per token (row) instead of one per call:
+    y = a * W (x / a) with a = max |x| per row. A single row (a decoding step) goes straight to the kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == x.shape[-1]:
+            return super().forward(x)
+        a = x.abs().amax(-1, keepdim=True).clamp(min=1e-6)                          # (..., 1)
+        return super().forward(x / a).mul_(a)
+
+    @classmethod
+    def from_float(cls, mod, use_precomputed_fake_quant=False):
+        """torch.ao's conversion of an `nn.Linear`, refusing one with a bias: W (x / a) * a would scale it too."""
+        if mod.bias is not None:
+            raise ValueError("PerTokenInt8Linear: the layer has a bias; quantise it with per_token=False")
+        return super(PerTokenInt8Linear, cls).from_float(mod, use_precomputed_fake_quant)
+
+    def _get_name(self) -> str:                 # what print(model) calls the layer
+        return "PerTokenInt8Linear"
+
+
+def _check_float_cpu_model(model, who: str) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"{who}: expected a model (torch.nn.Module), got {type(model).__name__}")
+    p = next(model.parameters(), None)
+    if p is None:
+        raise ValueError(f"{who}: the model has no parameters")
+    if p.device.type != "cpu":
+        raise ValueError(f"{who}: the int4 and int8 kernels used here run on the CPU; the model is on {p.device}")
+    if p.dtype != torch.float32:
+        raise ValueError(f"{who}: quantise a float32 model (call model.float() first), got {p.dtype}")
+
+def quantize_int8(model, calibration_ids=None, alpha: float = 0.5, skip=None, per_token: bool = True):
     """An int8 copy of `model` for CPU decoding (the original is untouched).
 
     `nn.Linear` layers become `torch.ao`'s dynamically quantised int8 linear (per-output-channel weight scales,
-    activations quantised per call); the embedding stays float32. With `calibration_ids` (a (1, T) tensor of
+    activations quantised on the fly: one scale per token, `PerTokenInt8Linear`, or with `per_token=False`
+    one per call); the embedding stays float32. With `calibration_ids` (a (1, T) tensor of
     a few hundred ordinary tokens) `down_proj` is smoothed first (SmoothQuant, `alpha`) and every linear is
     quantised; without, `down_proj` stays float32 (its outlier channels do not survive 8-bit activations).
     `skip` overrides which layer names stay float32. CPU only; inference only.
     """
-    import copy
-    import warnings
-
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"quantize_int8: expected a model (torch.nn.Module), got {type(model).__name__}")
-    p = next(model.parameters())
-    if p.device.type != "cpu":
-        raise ValueError(f"quantize_int8: int8 dynamic quantisation runs on the CPU; the model is on {p.device}")
-    if p.dtype != torch.float32:
-        raise ValueError(f"quantize_int8: quantise a float32 model (call model.float() first), got {p.dtype}")
+    _check_float_cpu_model(model, "quantize_int8")
     if not 0 <= alpha <= 1:
         raise ValueError(f"quantize_int8: alpha must be in [0, 1], got {alpha!r}")
     if calibration_ids is not None:
@@ -67,7 +92,8 @@ def quantize_int8(model, calibration_ids=None, alpha: float = 0.5, skip=None):
             if isinstance(mod, torch.nn.Linear) and not any(s in name for s in skip)}
     with warnings.catch_warnings():              # torch.ao.quantization announces its move to torchao
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=False).eval()
+        mapping = {torch.nn.Linear: PerTokenInt8Linear if per_token else DynamicInt8Linear}
+        return quantize_dynamic(model, spec, dtype=torch.qint8, mapping=mapping, inplace=False).eval()
 
 
 GROUP_SIZES = (32, 64, 128)
@@ -145,17 +171,6 @@ class Int8WeightLinear(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
-
-def _check_float_cpu_model(model, who: str) -> None:
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"{who}: expected a model (torch.nn.Module), got {type(model).__name__}")
-    p = next(model.parameters(), None)
-    if p is None:
-        raise ValueError(f"{who}: the model has no parameters")
-    if p.device.type != "cpu":
-        raise ValueError(f"{who}: the int4 and int8 kernels used here run on the CPU; the model is on {p.device}")
-    if p.dtype != torch.float32:
-        raise ValueError(f"{who}: quantise a float32 model (call model.float() first), got {p.dtype}")
 
 def quantize_int4(model, group_size: int = 32, head: str = "int8", skip=()):
     """An int4 copy of `model` for CPU decoding (the original is untouched): every `nn.Linear` of the decoder

@@ -2,6 +2,7 @@
 
 Every mistake gives one `error:` line that names the flag, a non-zero exit status and no traceback, and is
 caught before a model loads (each case below would take seconds longer if it loaded the 135M model)."""
+import ast
 import bz2
 import hashlib
 import subprocess
@@ -99,9 +100,38 @@ def test_every_help_shows_defaults_and_the_shared_model_flags():
     assert "--adapter" in out and "--quantize" not in out and "(default: f16)" in out
 
 
+@pytest.mark.parametrize("first", ["smollm2.cli", "smollm2.cli_quantize", "smollm2.cli_finetune"])
+def test_commands_and_model_options_register_in_notebook_order(first):
+    """`smollm2/cli.py` composes the command modules; whichever is imported first, the model options apply in
+    notebook order (04 --device, 07 --adapter merged into the float weights, then 08 --quantize)."""
+    code = (f"import {first}, smollm2.cli, smollm2.cli_base as b, smollm2.cli_generation as g; "
+            "print([list(b.MODEL_OPTIONS), list(g.DECODING_OPTIONS), sorted(b.COMMANDS)])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    options, decoding, commands = ast.literal_eval(done.stdout.strip())
+    assert options == ["device", "adapter", "quantize"] and decoding == ["speculative"]
+    assert commands == sorted(["demo", "params", "train", "generate", "chat", "eval", "finetune", "export", "serve"])
+
+
+def test_source_value_names_the_given_source():
+    import smollm2.cli  # noqa: F401                                     # registers --checkpoint (notebook 04)
+    from smollm2.cli_base import add_source_flags, new_parser, source_value
+    from smollm2.weights import DEFAULT_WEIGHTS
+
+    parser = new_parser("x", "a parser with the model flags")
+    add_source_flags(parser)
+    assert source_value(parser.parse_args([])) == DEFAULT_WEIGHTS
+    assert source_value(parser.parse_args(["--weights", "some/folder"])) == "some/folder"
+    assert source_value(parser.parse_args(["--checkpoint", "ck/step_5.pt"])) == "ck/step_5.pt"
+
+
 def test_model_flags_per_command():
     """The same source flags everywhere a model loads; --quantize and --device only where they apply."""
-    from smollm2.cli import _eval_parser, _finetune_parser, _generation_parser, _serve_parser
+    import smollm2.cli                                                     # registers every model option
+    from smollm2.cli_evaluate import _eval_parser
+    from smollm2.cli_finetune import _finetune_parser
+    from smollm2.cli_generation import _generation_parser
+    from smollm2.cli_serve import _serve_parser
 
     def flags(parser):
         return {s for a in parser._actions for s in a.option_strings}

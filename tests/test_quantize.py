@@ -5,16 +5,15 @@ import pytest
 import torch
 
 from smollm2.cli import generate_command
-from smollm2.model import LlamaForCausalLM, SmolLM2Config
-from smollm2.quantize import (QUANTIZERS, Int4Linear, Int8WeightLinear, dequantize_int4, quantize, quantize_int4,
-                              quantize_weight_int4)
+from smollm2.quantize import (QUANTIZERS, DynamicInt8Linear, Int4Linear, Int8WeightLinear, PerTokenInt8Linear,
+                              dequantize_int4, quantize, quantize_int4, quantize_int8, quantize_weight_int4)
+
+import helpers
 
 
-def tiny_model(seed: int = 0, vocab_size: int = 512, hidden: int = 64, context: int = 256) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = SmolLM2Config(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=192, num_hidden_layers=2,
-                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context)
-    return LlamaForCausalLM(cfg).eval()
+def tiny_model(seed: int = 0, **overrides):
+    """The tests' small model with a width of 64 (groups of 32 and 64 divide it) and 512 ids."""
+    return helpers.tiny_model(seed, **{"vocab_size": 512, "hidden_size": 64, "num_attention_heads": 4, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +37,7 @@ def test_quantize_int8_follows_fp32_and_leaves_the_original(real):
     q = quantize_int8(ours)
     assert torch.equal(ours.model.layers[0].mlp.gate_proj.weight, before)          # original untouched
     assert isinstance(ours.model.layers[0].mlp.gate_proj, torch.nn.Linear)
-    assert type(q.model.layers[0].mlp.gate_proj).__name__ == "Linear" and \
-        type(q.model.layers[0].mlp.gate_proj).__module__.startswith("torch.ao")
+    assert type(q.model.layers[0].mlp.gate_proj) is PerTokenInt8Linear                # torch.ao's, per-token scales
     assert isinstance(q.model.layers[0].mlp.down_proj, torch.nn.Linear)              # skipped: stays fp32
     ids = torch.tensor([tok.encode("To be, or not to be, that is the question: whether 'tis nobler in the mind")])
     with torch.inference_mode():
@@ -49,6 +47,46 @@ def test_quantize_int8_follows_fp32_and_leaves_the_original(real):
     assert (got.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.75
     out = q.generate(tok.encode("The capital of Japan is"), max_new_tokens=6, temperature=0)
     assert "Tokyo" in tok.decode(out.tolist())
+
+
+def _int8_linear(per_token: bool, bias: bool = False):
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(torch.nn.Linear(64, 48, bias=bias))
+    return layer, quantize_int8(layer, skip=(), per_token=per_token)
+
+
+def test_per_token_int8_rounds_each_token_on_its_own_grid():
+    """One call over tokens of very different sizes (a 'massive activation' row among ordinary ones): with
+    per-token scales every row is as accurate as when it is quantised alone; with one scale per call the
+    ordinary rows lose most of their precision."""
+    x = torch.randn(6, 64) * torch.tensor([1000.0, 1, 1, 0.5, 2, 1])[:, None]          # (T=6, K)
+    layer, per_token = _int8_linear(True)
+    _, per_call = _int8_linear(False)
+    with torch.no_grad():
+        ref = layer(x)
+        err = lambda y: ((y - ref).abs().amax(1) / ref.abs().amax(1))                  # (T,) relative, per row
+        alone = torch.cat([per_token(x[i:i + 1]) for i in range(6)])
+        assert type(per_token[0]) is PerTokenInt8Linear and type(per_call[0]) is DynamicInt8Linear
+        assert err(per_token(x)).max() < 0.05 and err(alone).max() < 0.05
+        assert torch.allclose(per_token(x), alone, rtol=0, atol=0.05 * ref.abs().max().item())
+        assert err(per_call(x))[1:].min() > 3 * err(per_token(x))[1:].max()     # every ordinary row worse
+
+
+def test_per_token_int8_refuses_a_bias():
+    with pytest.raises(ValueError, match="bias.*per_token=False"):
+        _int8_linear(True, bias=True)
+    _int8_linear(False, bias=True)                                                  # one scale per call: fine
+
+
+def test_per_token_int8_scores_closer_to_fp32_in_one_pass(real):
+    """Scoring reads a whole text in one call: per-token scales keep its logits closer to fp32's."""
+    from smollm2.evaluate import compare_logits
+
+    _, ours, tok = real
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 2
+    with torch.inference_mode():
+        kl = {p: compare_logits(ours, quantize_int8(ours, per_token=p), tok, text)["kl_mean"] for p in (True, False)}
+    assert kl[True] < 0.75 * kl[False], kl
 
 
 @pytest.mark.slow
@@ -161,8 +199,7 @@ def test_quantize_int4_skip(tiny):
 
 
 def test_quantize_int4_bad_input(tiny):
-    small = lambda: LlamaForCausalLM(SmolLM2Config(vocab_size=256, hidden_size=96, intermediate_size=192,  # noqa: E731
-                                                   num_hidden_layers=1, num_attention_heads=6, num_key_value_heads=2))
+    small = lambda: helpers.tiny_model(num_hidden_layers=1)           # width 96: groups of 64 do not divide it  # noqa: E731
     with pytest.raises(ValueError, match="expected a model"):
         quantize_int4("model")
     with pytest.raises(ValueError, match="group_size must be one of"):
@@ -203,7 +240,7 @@ def test_registry(tiny):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt")
-    model = tiny_model(seed=6, vocab_size=49152, context=512)
+    model = tiny_model(seed=6, vocab_size=49152)
     torch.save({"step": 1, "model": model.state_dict(), "model_config": model.config.to_dict()},
                folder / "checkpoint_step_1.pt")
     return folder

@@ -35,17 +35,31 @@ def smollm2_imports(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-COMMAND_LINE = ("cli", "cli_base")   # the commands and their framework: only cli imports cli_base
+# the command line: its framework (cli_base, notebook 03), each notebook's commands (cli_train, 04, ...
+# cli_serve, 09) and cli itself, the composition root that imports them all
+COMMAND_LINE = tuple(m for m in modules() if m == "cli" or m.startswith("cli_"))
 
 
 @pytest.mark.parametrize("module", [m for m in modules() if m != "cli"])
 def test_imports_follow_the_notebook_order(module):
-    """A module imports only modules of its own or earlier notebooks, never the command line (cli, cli_base);
-    the commands (cli) may import all."""
+    """A module imports only modules of its own or earlier notebooks; only the command modules (cli_*) import
+    the command line; cli, the composition root, may import all."""
     later = [f"{module}.py:{line} imports {target}" for line, target in smollm2_imports(PKG / f"{module}.py")
-             if target not in modules() or target in COMMAND_LINE or notebook_of(target) > notebook_of(module)]
+             if target not in modules() or (target in COMMAND_LINE and module not in COMMAND_LINE)
+             or target == "cli" or notebook_of(target) > notebook_of(module)]
     assert not later, "a module may only import modules of earlier notebooks (attach methods with patch_to), " \
-        "and only cli imports the command line:\n" + "\n".join(later)
+        "and only the command modules import the command line:\n" + "\n".join(later)
+
+
+def test_cli_composes_every_command_module():
+    """`smollm2/cli.py` imports each notebook's command module (that registers its commands), so that
+    `python -m smollm2` offers them all; each command module comes from one notebook."""
+    composed = {t for _, t in smollm2_imports(PKG / "cli.py")}
+    commands = [m for m in COMMAND_LINE if m not in ("cli", "cli_base")]
+    assert len(commands) >= 6 and set(commands) <= composed, set(commands) - composed
+    for m in commands:
+        header = (PKG / f"{m}.py").read_text().splitlines()[0]
+        assert len(re.findall(r"notebooks/\d+_", header)) == 1, header
 
 
 def test_the_import_graph_has_no_circles():
@@ -235,6 +249,10 @@ def test_the_exporter_drops_unused_imports_and_refuses_a_name_in_two_modules():
                                  "import torch.nn.functional as F"],
                                 "def f(x: 'Iterator[int]'):\n    return json.dumps(F)\n")
     assert kept == ["import json", "from typing import Iterator", "import torch.nn.functional as F"]
+    composed = ["from smollm2.cli_train import train_command", "from smollm2.cli_base import command",
+                "from smollm2.cli_generation import chat_command", "import sys"]
+    assert tool._without_unused(composed, "x = 1\n") == composed[:1] + composed[2:3]   # registering imports stay
+    assert tool._import_block(composed).splitlines()[-2:] == composed[:1] + composed[2:3]  # last, in cell order
     modules = {"a": {"all": ["x", "y"]}, "b": {"all": ["y"]}}
     with pytest.raises(SystemExit, match="'y' is public in both smollm2/a.py and smollm2/b.py"):
         tool._check_one_home(modules, ["a", "b"])

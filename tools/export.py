@@ -68,8 +68,11 @@ def _split_imports(code: str) -> tuple[list[str], str]:
 
 
 def _import_key(statement: str) -> tuple[int, str]:
-    """Sort imports as isort does: __future__, the standard library, third-party packages, smollm2."""
+    """Sort imports as isort does: __future__, the standard library, third-party packages, smollm2; then the
+    command modules `cli.py` composes, in the order of their cells (notebook order: the order they register)."""
     node = ast.parse(statement).body[0]
+    if isinstance(node, ast.ImportFrom) and _registers(node.module):
+        return 4, False, ""                                   # equal keys: the stable sort keeps the cells' order
     top = (node.module if isinstance(node, ast.ImportFrom) else node.names[0].name).split(".")[0]
     group = 0 if top == "__future__" else 3 if top == "smollm2" else 1 if top in sys.stdlib_module_names else 2
     return group, statement.startswith("from "), statement.lower()
@@ -191,7 +194,7 @@ def _without_unused(statements: list[str], code: str) -> list[str]:
     used, kept = _used_names(code), []
     for statement in statements:
         node = ast.parse(statement).body[0]
-        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+        if isinstance(node, ast.ImportFrom) and (node.module == "__future__" or _registers(node.module)):
             kept.append(statement)
             continue
         names = [a for a in node.names if (a.asname or a.name.split(".")[0]) in used]
@@ -204,8 +207,15 @@ def _without_unused(statements: list[str], code: str) -> list[str]:
     return kept
 
 
+def _registers(module) -> bool:
+    """An import from a command module (`smollm2.cli_train`, ...): `cli.py` composes the command line by importing
+    them, and importing one registers its commands, so such an import stays even where no name of it is used."""
+    return bool(module) and module.startswith("smollm2.cli_") and module != "smollm2.cli_base"
+
+
 def _command_line(module: str) -> bool:
-    """`cli` (the commands) and `cli_*` (their framework): modules `smollm2/__init__.py` does not re-export."""
+    """`cli` (the composition root), `cli_base` (the framework) and `cli_*` (each notebook's commands): the
+    command line, which `smollm2/__init__.py` does not re-export."""
     return module == "cli" or module.startswith("cli_")
 
 

@@ -47,7 +47,7 @@ class Row:
 
     def __init__(self, model, tokenizer, job, send=None):
         plan = plan_generation(model, [list(job.ids)], job.config, tokenizer)   # checked; ValueError if not
-        self.ids, self.max_new, self.sampler = plan.ids[0].tolist(), plan.n_new, plan.sampler
+        self.ids, self.sampler = plan.ids[0].tolist(), plan.sampler
         self.reply = Reply(tokenizer, job.stop, plan.stop_ids, plan.n_new)
         self._pieces = queue.SimpleQueue()
         self.send = send or self._pieces.put
@@ -56,6 +56,10 @@ class Row:
     @property
     def completion_tokens(self) -> int:
         return self.reply.completion_tokens
+
+    @property
+    def max_new(self) -> int:                       # the most new tokens this row may make (its Reply's)
+        return self.reply.max_new
 
     @property
     def done(self) -> bool:

@@ -85,6 +85,8 @@ def quantize_int8(model, calibration_ids=None, alpha: float = 0.5, skip=None, pe
     _check_float_cpu_model(model, "quantize_int8")
     if not 0 <= alpha <= 1:
         raise ValueError(f"quantize_int8: alpha must be in [0, 1], got {alpha!r}")
+    if not isinstance(per_token, bool):
+        raise ValueError(f"quantize_int8: per_token must be True or False, got {per_token!r}")
     if calibration_ids is not None:
         model = smooth_down_proj(copy.deepcopy(model).eval(), torch.as_tensor(calibration_ids).reshape(1, -1), alpha)
     skip = (() if calibration_ids is not None else ("down_proj",)) if skip is None else tuple(skip)

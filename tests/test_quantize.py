@@ -121,6 +121,8 @@ def test_quantize_int8_bad_input(tiny):
         quantize_int8(tiny_model().to(torch.bfloat16))
     with pytest.raises(ValueError, match="alpha"):
         quantize_int8(tiny, calibration_ids=[1, 2, 3], alpha=1.5)
+    with pytest.raises(ValueError, match="per_token must be True or False, got 'no'"):
+        quantize_int8(tiny, per_token="no")
 
 
 # ---- int4 ----

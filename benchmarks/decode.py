@@ -98,17 +98,18 @@ def load_models(args, dtype, gguf, tok):
     ours = smollm2.from_pretrained(gguf, dtype=dtype, device=args.device).eval()
     theirs = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype).to(args.device).eval()
     models = {"ours": ("ours", ours), "transformers": ("hf", theirs)}
+    if args.int8 or args.int4:      # the quantisers copy a float32 CPU model: ours itself when it is one
+        ours32 = ours if dtype == torch.float32 and args.device == "cpu" else smollm2.from_pretrained(gguf).eval()
     if args.int8:   # SmoothQuant-calibrated on 512 tokens of Shakespeare, every linear int8 (notebook 08)
         from smollm2.data import ensure_shakespeare
 
         calibration = tok.encode(ensure_shakespeare(SHAKESPEARE).read_text()[:6000])[:512]
-        models["ours-int8"] = ("ours", smollm2.quantize_int8(smollm2.from_pretrained(gguf).eval(),
-                                                               calibration_ids=calibration))
+        models["ours-int8"] = ("ours", smollm2.quantize_int8(ours32, calibration_ids=calibration))
         hf32 = (theirs if dtype == torch.float32
                 else AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name))
         models["transformers-int8"] = ("hf", hf_int8(hf32))
     if args.int4:   # groups of 32 (they re-find the file's Q4_1 grid), int8 head (notebook 08)
-        models["ours-int4"] = ("ours", smollm2.quantize_int4(smollm2.from_pretrained(gguf).eval()))
+        models["ours-int4"] = ("ours", smollm2.quantize_int4(ours32))
     return models
 
 

@@ -15,7 +15,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import smollm2  # noqa: E402
-from smollm2.generation import decode_one_token  # noqa: E402
+from smollm2.model import decode_one_token  # noqa: E402
 from smollm2.weights import resolve_source  # noqa: E402
 
 PROMPT = "The history of the Roman Empire is long and complicated. In the beginning,"

@@ -10,7 +10,8 @@ from collections import deque
 
 import torch
 
-from smollm2.generation import DecodeState, StopMatcher, TextStreamer, batch_prompt, plan_generation
+from smollm2.generation import StopMatcher, TextStreamer, batch_prompt, plan_generation
+from smollm2.model import DecodeState
 
 __all__ = ['Reply', 'Row', 'SchedulerBusy', 'Scheduler']
 
@@ -89,7 +90,7 @@ class Row:
 
 
 class _Batch(DecodeState):
-    """The rows decoding together: notebook 05's `DecodeState` (one KV cache, B rows right-aligned to
+    """The rows decoding together: notebook 03's `DecodeState` (one KV cache, B rows right-aligned to
     `cache.length`; the padding `mask` (B, length), each row's next position `pos` (B, 1), the `logits` (B, V) of
     each row's next token) with rows that join and leave; and a `pending` long prompt, prefilled a chunk per step,
     that joins once it is in."""
@@ -166,20 +167,19 @@ class _Prefill:
     wait for tokens (so they slow down at most about 2x, plus one chunk), and all of it while none do."""
 
     def __init__(self, model, row):
-        self.model, self.row, self.logits = model, row, None
+        self.row = row
         self.ids = torch.tensor([row.ids], device=next(model.parameters()).device)   # (1, T)
-        self.cache = model.new_cache(1, len(row.ids) + row.max_new)
+        self.state = DecodeState.empty(model, 1, len(row.ids) + row.max_new)          # notebook 03's step core
         self.spent_s = self.decoded_s = 0.0
 
     def advance(self, chunk: int) -> bool:
-        t0, start = time.perf_counter(), self.cache.length
-        piece = self.ids[:, start:start + chunk]                                       # (1, <= chunk)
-        self.logits = self.model(piece, cache=self.cache, logits_to_keep=1).logits[:, -1]   # (1, V)
+        t0, start = time.perf_counter(), self.state.cache.length
+        self.state.extend(self.ids[:, start:start + chunk])                            # (1, <= chunk) tokens
         self.spent_s += time.perf_counter() - t0
-        return self.cache.length == self.ids.shape[1]
+        return self.state.cache.length == self.ids.shape[1]
 
     def join(self, batch: _Batch):
-        batch.join([self.row], self.cache, torch.ones_like(self.ids), self.logits)
+        batch.join([self.row], self.state.cache, torch.ones_like(self.ids), self.state.logits)
 
 def _release_memory():
     """Give freed heap memory back to the system (glibc keeps it otherwise); a no-op elsewhere."""

@@ -8,10 +8,10 @@ from typing import Iterator
 import torch
 
 from smollm2.data import decode_tokens, encode_text  # notebook 04's tokenizer adapter
-from smollm2.model import LlamaForCausalLM, patch_to
+from smollm2.model import LlamaForCausalLM, decode_loop, patch_to  # notebook 03's decode step core
 from smollm2.tokenizer import token_to_id  # notebook 03: the one token-id lookup
 
-__all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_min_p', 'apply_repetition_penalty', 'logits_pipeline', 'next_token', 'prefill', 'decode_one_token', 'DecodeState', 'TextStreamer', 'stream', 'stream_plan', 'text_pieces', 'chat_prompt', 'chat_options', 'chat_stream', 'chat', 'GenerationConfig', 'Sampler', 'GenerationPlan', 'plan_generation', 'generate', 'StopMatcher']
+__all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_min_p', 'apply_repetition_penalty', 'logits_pipeline', 'next_token', 'TextStreamer', 'stream', 'stream_plan', 'text_pieces', 'chat_prompt', 'chat_options', 'chat_stream', 'chat', 'GenerationConfig', 'Sampler', 'GenerationPlan', 'plan_generation', 'generate', 'StopMatcher']
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -77,68 +77,6 @@ def next_token(logits: torch.Tensor, steps: list, greedy: bool, generator=None) 
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
-def prefill(model, ids: torch.Tensor, mask: torch.Tensor | None, cache) -> torch.Tensor:
-    """One forward over the (B, T) prompt: fills `cache`; returns the (B, V) logits of the last position.
-
-    `mask` (B, T): 1 = real token, 0 = left padding (None: nothing is padded). Each row's positions count its
-    real tokens only, so a padded prompt gets the rotary positions it would get alone.
-    """
-    if mask is None:
-        return model(ids, cache=cache, logits_to_keep=1).logits[:, -1]                  # (B, V)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)                                       # (B, T): 0, 1, ... per row
-    return model(ids, attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=1).logits[:, -1]
-
-def decode_one_token(model, tok: torch.Tensor, cache, mask: torch.Tensor | None = None,
-                     pos: torch.Tensor | None = None) -> torch.Tensor:
-    """Feed the (B,) newest tokens through the cache; return the (B, V) logits of the token after them.
-
-    A left-padded batch also passes `mask` (B, cached + 1), its padding mask so far, and `pos` (B, 1), each
-    row's position of `tok`.
-    """
-    if mask is None:
-        return model(tok[:, None], cache=cache, logits_to_keep=1).logits[:, -1]          # (B, 1) -> (B, V)
-    return model(tok[:, None], attention_mask=mask, position_ids=pos, cache=cache,
-                 logits_to_keep=1).logits[:, -1]                                         # (B, 1) -> (B, V)
-
-
-class DecodeState:
-    """The rows decoding together, the step core under every decode loop (generate, stream, the server's
-    continuous batching): the KV `cache`, the padding `mask` (B, length; None: nothing padded), each row's
-    next position `pos` (B, 1) and the `logits` (B, V) of each row's next token."""
-
-    def __init__(self, model, cache, mask: torch.Tensor | None, logits: torch.Tensor):
-        self.model, self.cache, self.mask, self.logits = model, cache, mask, logits
-        self.pos = None if mask is None else mask.sum(-1, keepdim=True)              # (B, 1)
-
-    @classmethod
-    def start(cls, model, ids: torch.Tensor, mask: torch.Tensor | None, capacity: int) -> "DecodeState":
-        """Prefill the (B, T) prompt into a new cache of `capacity` positions (preallocated, exactly this size)."""
-        cache = model.new_cache(ids.shape[0], capacity)
-        return cls(model, cache, mask, prefill(model, ids, mask, cache))
-
-    def feed(self, tok: torch.Tensor):
-        """Feed each row's (B,) newest token; `logits` become those of the token after it."""
-        if self.mask is not None:
-            self.mask = torch.cat([self.mask, self.mask.new_ones(len(tok), 1)], dim=1)   # (B, length + 1)
-        if self.mask is None or bool(self.mask.all()):                                # nothing padded
-            self.logits = decode_one_token(self.model, tok, self.cache)                # (B, V)
-        else:
-            self.logits = decode_one_token(self.model, tok, self.cache, self.mask, self.pos)
-        self.pos = None if self.pos is None else self.pos + 1
-
-    def keep(self, rows: list[int]):
-        """Keep only the rows `rows` (indices), and drop the leading cache columns only the others used."""
-        sel = torch.tensor(rows, device=self.logits.device)
-        self.logits = self.logits[sel]
-        if self.mask is None:
-            self.cache.keep_rows(sel)
-            return
-        mask = self.mask[sel]                                                         # (B', length)
-        first = int(mask.any(0).int().argmax())                                       # first column still used
-        self.cache.keep_rows(sel, first)
-        self.mask, self.pos = mask[:, first:], self.pos[sel]
-
-
 class _Stops:
     """Which rows have finished: a row stops at one of `stop_ids` or once its new text contains one of
     `strings`, and emits `pad_id` from then on."""
@@ -165,24 +103,6 @@ class _Stops:
     @property
     def all_done(self) -> bool:
         return bool(self.done.all())
-
-
-@torch.inference_mode()
-def _decode_loop(model, ids, mask, n_new: int, sample, stops: _Stops | None = None) -> Iterator[torch.Tensor]:
-    """Prefill the (B, T) prompt, then yield the (B,) new tokens one step at a time from the KV cache.
-
-    `sample`: (B, V) logits -> (B,) tokens (a `Sampler`, Appendix A, also records them for the repetition
-    penalty). `stops`: which rows have finished (None: every row runs to n_new).
-    """
-    state = DecodeState.start(model, ids, mask, ids.shape[1] + n_new)
-    for i in range(n_new):
-        tok = sample(state.logits)                                          # (B,)
-        if stops is not None:
-            tok = stops(tok)                                                # (B,): finished rows emit padding
-        yield tok
-        if i == n_new - 1 or (stops is not None and stops.all_done):
-            return
-        state.feed(tok)                                                     # state.logits: the next step's
 
 
 class TextStreamer:
@@ -468,8 +388,8 @@ class GenerationPlan:
         return _Stops(self.ids.shape[0], ids, self.pad_id, self.config.stop_strings, self.tokenizer, device)
 
     def loop(self, model) -> Iterator[torch.Tensor]:
-        """The (B,) new tokens, one step at a time: `_decode_loop` on this plan."""
-        return _decode_loop(model, self.ids, self.mask, self.n_new, self.sampler, self.stops())
+        """The (B,) new tokens, one step at a time: notebook 03's `decode_loop` on this plan."""
+        return decode_loop(model, self.ids, self.mask, self.n_new, self.sampler, self.stops())
 
     def result(self, steps) -> torch.Tensor:
         """The prompt followed by the (B,) tokens of `steps`: (B, T + generated), 1-D for a 1-D prompt."""

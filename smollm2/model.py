@@ -5,6 +5,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from torch import nn
 from smollm2.attention import KVCache, LlamaAttention
 from smollm2.layers import RMSNorm, RotaryEmbedding
 
-__all__ = ['SmolLM2Config', 'LlamaMLP', 'SwiGLUFunction', 'CausalLMOutput', 'ModelCache', 'LlamaDecoderLayer', 'LlamaModel', 'causal_lm_loss', 'LlamaForCausalLM', 'patch_to', 'LinearCrossEntropy', 'parameter_counts', 'count_parameters', 'parameter_report', 'create_model', 'transformers_config', 'to_transformers']
+__all__ = ['SmolLM2Config', 'LlamaMLP', 'SwiGLUFunction', 'CausalLMOutput', 'ModelCache', 'LlamaDecoderLayer', 'LlamaModel', 'causal_lm_loss', 'LlamaForCausalLM', 'patch_to', 'LinearCrossEntropy', 'parameter_counts', 'count_parameters', 'parameter_report', 'create_model', 'transformers_config', 'to_transformers', 'prefill', 'decode_one_token', 'DecodeState', 'decode_loop']
 
 
 _HF_LLAMA_DEFAULTS = dict(max_position_embeddings=2048, rms_norm_eps=1e-6, rope_theta=10000.0,
@@ -532,3 +533,113 @@ def to_transformers(model: LlamaForCausalLM, attn_implementation: str = "sdpa"):
     twin.load_state_dict(model.state_dict())
     p = next(model.parameters())
     return twin.to(device=p.device, dtype=p.dtype).train(model.training)
+
+
+def prefill(model, ids: torch.Tensor, mask: torch.Tensor | None, cache) -> torch.Tensor:
+    """One forward over the (B, T) prompt: fills `cache`; returns the (B, V) logits of the last position.
+
+    `mask` (B, T): 1 = real token, 0 = left padding (None: nothing is padded). Each row's positions count its
+    real tokens only, so a padded prompt gets the rotary positions it would get alone.
+    """
+    if mask is None:
+        return model(ids, cache=cache, logits_to_keep=1).logits[:, -1]                  # (B, V)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)                                       # (B, T): 0, 1, ... per row
+    return model(ids, attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=1).logits[:, -1]
+
+def decode_one_token(model, tok: torch.Tensor, cache, mask: torch.Tensor | None = None,
+                     pos: torch.Tensor | None = None) -> torch.Tensor:
+    """Feed the (B,) newest tokens through the cache; return the (B, V) logits of the token after them.
+
+    A left-padded batch also passes `mask` (B, cached + 1), its padding mask so far, and `pos` (B, 1), each
+    row's position of `tok`.
+    """
+    if mask is None:
+        return model(tok[:, None], cache=cache, logits_to_keep=1).logits[:, -1]          # (B, 1) -> (B, V)
+    return model(tok[:, None], attention_mask=mask, position_ids=pos, cache=cache,
+                 logits_to_keep=1).logits[:, -1]                                         # (B, 1) -> (B, V)
+
+
+class DecodeState:
+    """The rows decoding together, the step core under every decode loop: the KV `cache`, the padding `mask`
+    (B, length; None: nothing padded), each row's next position `pos` (B, 1) and the `logits` (B, V) of each
+    row's next token (None before anything is fed)."""
+
+    def __init__(self, model, cache, mask: torch.Tensor | None, logits: torch.Tensor | None):
+        self.model, self.cache, self.mask, self.logits = model, cache, mask, logits
+        self.pos = None if mask is None else mask.sum(-1, keepdim=True)              # (B, 1)
+
+    @classmethod
+    def start(cls, model, ids: torch.Tensor, mask: torch.Tensor | None, capacity: int) -> "DecodeState":
+        """Prefill the (B, T) prompt into a new cache of `capacity` positions (preallocated, exactly this size)."""
+        cache = model.new_cache(ids.shape[0], capacity)
+        return cls(model, cache, mask, prefill(model, ids, mask, cache))
+
+    @classmethod
+    def empty(cls, model, batch_size: int, capacity: int, padded: torch.Tensor | None = None) -> "DecodeState":
+        """Nothing fed yet (`extend` feeds the prompt); `padded`: the prompts' padding mask when some rows are
+        left-padded (it only sets the mask's dtype and device), else None."""
+        return cls(model, model.new_cache(batch_size, capacity), None if padded is None else padded[:, :0], None)
+
+    def feed(self, tok: torch.Tensor):
+        """Feed each row's (B,) newest token; `logits` become those of the token after it."""
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, self.mask.new_ones(len(tok), 1)], dim=1)   # (B, length + 1)
+        if self.mask is None or bool(self.mask.all()):                                # nothing padded
+            self.logits = decode_one_token(self.model, tok, self.cache)                # (B, V)
+        else:
+            self.logits = decode_one_token(self.model, tok, self.cache, self.mask, self.pos)
+        self.pos = None if self.pos is None else self.pos + 1
+
+    def extend(self, ids: torch.Tensor, mask: torch.Tensor | None = None, keep: int = 1) -> torch.Tensor:
+        """Feed each row's next n tokens (B, n) in one forward (`mask` (B, n): their padding, None: all real);
+        returns the (B, keep, V) logits after the last `keep` of them; `logits` become the last position's."""
+        if self.mask is None:
+            out = self.model(ids, cache=self.cache, logits_to_keep=keep).logits         # (B, keep, V)
+        else:
+            mask = torch.ones_like(self.mask[:, :1]).expand_as(ids) if mask is None else mask
+            positions = self.pos + (mask.cumsum(-1) - 1).clamp(min=0)                    # (B, n)
+            self.mask, self.pos = torch.cat([self.mask, mask], dim=1), self.pos + mask.sum(-1, keepdim=True)
+            out = self.model(ids, attention_mask=self.mask, position_ids=positions, cache=self.cache,
+                             logits_to_keep=keep).logits                                 # (B, keep, V)
+        self.logits = out[:, -1]
+        return out
+
+    def rollback(self, length: int):
+        """Forget every row's positions from `length` on (speculative decoding drops its rejected drafts)."""
+        if length != self.cache.length:
+            self.cache.rollback(length)
+            self.logits = None                                                        # feed or extend next
+        if self.mask is not None:
+            self.mask = self.mask[:, :length]
+            self.pos = self.mask.sum(-1, keepdim=True)
+
+    def keep(self, rows: list[int]):
+        """Keep only the rows `rows` (indices), and drop the leading cache columns only the others used."""
+        sel = torch.tensor(rows, device=self.logits.device)
+        self.logits = self.logits[sel]
+        if self.mask is None:
+            self.cache.keep_rows(sel)
+            return
+        mask = self.mask[sel]                                                         # (B', length)
+        first = int(mask.any(0).int().argmax())                                       # first column still used
+        self.cache.keep_rows(sel, first)
+        self.mask, self.pos = mask[:, first:], self.pos[sel]
+
+
+@torch.inference_mode()
+def decode_loop(model, ids, mask, n_new: int, sample, stops=None) -> Iterator[torch.Tensor]:
+    """Prefill the (B, T) prompt, then yield the (B,) new tokens one step at a time from the KV cache.
+
+    `sample`: (B, V) logits -> (B,) tokens (notebook 05's `Sampler`; the trainer's temperature sampling).
+    `stops`: None (every row runs to n_new), or (B,) tokens -> (B,) tokens with finished rows padded, whose
+    `all_done` ends the loop early (notebook 05's stop ids and strings).
+    """
+    state = DecodeState.start(model, ids, mask, ids.shape[1] + n_new)
+    for i in range(n_new):
+        tok = sample(state.logits)                                          # (B,)
+        if stops is not None:
+            tok = stops(tok)                                                # (B,): finished rows emit padding
+        yield tok
+        if i == n_new - 1 or (stops is not None and stops.all_done):
+            return
+        state.feed(tok)                                                     # state.logits: the next step's

@@ -7,6 +7,7 @@ import torch
 
 from smollm2.generation import plan_generation, stream_plan, text_pieces  # notebook 05's checked request
 from smollm2.io import check_int  # notebook 03's check: an int (not a bool) of at least a minimum
+from smollm2.model import DecodeState  # notebook 03's decode step core: cache, mask, positions, logits
 
 __all__ = ['accept_greedy', 'lookup_draft', 'SpeculativeStats', 'SpeculativeDecoding', 'PromptLookup', 'DraftModel', 'accept_sampled']
 
@@ -37,27 +38,26 @@ def lookup_draft(row: torch.Tensor, k: int, max_ngram: int = 3) -> torch.Tensor:
 
 
 class _Sequence:
-    """Every row's tokens so far in one preallocated (B, capacity) buffer, with the left-padding mask and each
-    position's rotary index (both None when nothing is padded). `length` tokens are final; drafted tokens are
-    written after them while they are being checked."""
+    """Every row's tokens in one (B, capacity) buffer, with the left-padding mask (None: nothing padded). `length`
+    tokens are final; drafts are written after them while checked. Each model feeds its own `DecodeState`."""
 
     def __init__(self, ids: torch.Tensor, mask: torch.Tensor | None, capacity: int):
         B, T = ids.shape
         self.ids = ids.new_zeros(B, capacity)                                      # (B, capacity)
         self.ids[:, :T] = ids
-        self.length, self.mask, self.pos = T, None, None
+        self.length, self.mask = T, None
         if mask is not None:
             self.mask = torch.cat([mask, mask.new_ones(B, capacity - T)], dim=1)   # (B, capacity): drafts are real
-            self.pos = (self.mask.cumsum(-1) - 1).clamp(min=0)                     # (B, capacity): rotary index
 
-    def forward(self, model, cache, start: int, end: int, keep: int) -> torch.Tensor:
-        """The (B, keep, V) logits after the last `keep` of tokens start..end-1, fed through `cache`, which is
-        first rolled back to hold exactly the tokens before `start`."""
-        cache.rollback(start)                                                       # drop what follows (or stay)
-        if self.mask is None:
-            return model(self.ids[:, start:end], cache=cache, logits_to_keep=keep).logits
-        return model(self.ids[:, start:end], attention_mask=self.mask[:, :end], position_ids=self.pos[:, start:end],
-                     cache=cache, logits_to_keep=keep).logits
+    def state(self, model, capacity: int) -> DecodeState:
+        """A new notebook 03 `DecodeState` of `model` for these rows, nothing fed yet."""
+        return DecodeState.empty(model, self.ids.shape[0], capacity, self.mask)
+
+    def feed(self, state: DecodeState, start: int, end: int, keep: int) -> torch.Tensor:
+        """(B, keep, V): the logits after the last `keep` of tokens start..end-1, fed through `state` from `start`."""
+        state.rollback(start)                                                       # drop what follows (or stay)
+        mask = None if self.mask is None else self.mask[:, start:end]              # (B, end - start) or None
+        return state.extend(self.ids[:, start:end], mask, keep)
 
 
 @dataclass
@@ -126,7 +126,7 @@ class _Pick:
         return accept_sampled(drafts, valid, self.probs(logits), q, self.generator)
 
 
-def _round(model, drafter, k: int, seq: _Sequence, cached: int, cache, pick: "_Pick", stops, stats) -> torch.Tensor:
+def _round(model, drafter, k: int, seq: _Sequence, cached: int, state, pick: "_Pick", stops, stats) -> torch.Tensor:
     """Draft up to k tokens after seq, verify them in one target forward over seq[cached:] and the drafts;
     return the (B, n + 1) tokens kept: n accepted drafts and the target's own next token."""
     L = seq.length
@@ -134,7 +134,7 @@ def _round(model, drafter, k: int, seq: _Sequence, cached: int, cache, pick: "_P
     drafts, valid, q = _pad_block(drafts, valid, q, room=seq.ids.shape[1] - L)
     k = drafts.shape[1]                                                            # may differ from what was asked
     seq.ids[:, L:L + k] = drafts
-    logits = seq.forward(model, cache, cached, L + k, k + 1)                       # (B, k + 1, V)
+    logits = seq.feed(state, cached, L + k, k + 1)                                # (B, k + 1, V)
     accepted, fallback = pick.verify(drafts, valid, logits, q)                    # (B,), (B, k + 1)
     if stops is not None:
         accepted = accepted.masked_fill(stops.done, k)                             # finished rows never limit
@@ -157,11 +157,11 @@ def _speculative_loop(model, drafter, k: int, plan, pick: "_Pick", stats: Specul
     ids, n_new, stops = plan.ids, plan.n_new, plan.stops()
     B, T = ids.shape
     seq = _Sequence(ids, plan.mask, T + n_new)
-    cache = model.new_cache(B, T + n_new)
+    state = seq.state(model, T + n_new)                                            # the target's
     drafter.start(seq, T + n_new)
     cached = 0                                                                     # tokens of seq in the cache
     while True:
-        new = _round(model, drafter, min(k, n_new - stats.new_tokens - 1), seq, cached, cache, pick, stops, stats)
+        new = _round(model, drafter, min(k, n_new - stats.new_tokens - 1), seq, cached, state, pick, stops, stats)
         for tok in new.unbind(1):                                                  # (B,) each
             tok = stops(tok) if stops is not None else tok
             seq.ids[:, seq.length] = tok
@@ -247,17 +247,17 @@ class _Draft:
         self.model, self.pick = model, pick
 
     def start(self, seq: _Sequence, capacity: int):
-        self.cache, self.fed = self.model.new_cache(seq.ids.shape[0], capacity), 0
+        self.state, self.fed = seq.state(self.model, capacity), 0
 
     def propose(self, seq: _Sequence, k: int):
         """(drafts (B, k), valid (B, k) all True, q (B, k, V) the draft's probabilities or None when greedy)."""
         L, qs = seq.length, []
-        logits = seq.forward(self.model, self.cache, self.fed, L, 1)[:, -1]            # the tokens it has not seen
+        logits = seq.feed(self.state, self.fed, L, 1)[:, -1]                           # the tokens it has not seen
         for j in range(k):
             tok, q = self.pick.one(logits)                                              # (B,), (B, V) or None
             seq.ids[:, L + j], _ = tok, qs.append(q)
             if j < k - 1:
-                logits = seq.forward(self.model, self.cache, L + j, L + j + 1, 1)[:, -1]
+                logits = seq.feed(self.state, L + j, L + j + 1, 1)[:, -1]
         self.fed = L + k - 1                                                            # the last draft: not fed
         drafts = seq.ids[:, L:L + k].clone()
         return drafts, torch.ones_like(drafts, dtype=torch.bool), None if self.pick.greedy else torch.stack(qs, 1)

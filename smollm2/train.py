@@ -20,7 +20,7 @@ from smollm2.checkpoints import (RunLock, check_writable_dir, list_checkpoints, 
 from smollm2.data import (SHAKESPEARE_PATH, TokenWindows, decode_tokens, encode_text, ensure_shakespeare,
                           file_sha256, load_tokens, tokenizer_fingerprint)
 from smollm2.io import atomic_write, check_int, fsync_dir
-from smollm2.model import LlamaForCausalLM, LlamaMLP
+from smollm2.model import LlamaForCausalLM, LlamaMLP, decode_loop
 from smollm2.optim import default_warmup_steps, lr_multiplier, param_groups
 from smollm2.runtime import distributed_setup, resolve_autocast_dtype, resolve_device
 from smollm2.train_config import EXTRA_CHOICES, TrainConfig
@@ -434,25 +434,31 @@ class ModelTrainer:
         self.model.train(was_training)
         return sum(losses) / len(losses)
 
-    @torch.no_grad()
     def sample(self, prompt: str | None = None, max_new_tokens: int | None = None, temperature: float = 0.8,
                seed: int | None = None) -> str:
-        """A sampled continuation of `prompt` (its own generator: the training RNG is not touched)."""
-        prompt = self.settings.sample_prompt if prompt is None else prompt
-        ids = encode_text(self.tokenizer, prompt)
-        if not ids:
-            raise ValueError("sample prompt must not be empty")
-        ids = torch.tensor([ids], device=self.device)                    # (1, T)
+        """A sampled continuation of `prompt` (its own generator: the training RNG is not touched), decoded with
+        notebook 03's `decode_loop` over a KV cache; a prompt too long for the model keeps its last tokens."""
+        n = self.settings.sample_tokens if max_new_tokens is None else max_new_tokens
+        check_int("max_new_tokens", n, 1)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
+        room = self.model.config.max_position_embeddings - n                # prompt tokens that fit beside n new
+        ids = encode_text(self.tokenizer, self.settings.sample_prompt if prompt is None else prompt)
+        if not ids or room < 1:
+            raise ValueError("sample prompt must not be empty" if not ids else f"max_new_tokens: expected at most "
+                             f"{self.model.config.max_position_embeddings - 1} (the model's context), got {n}")
+        ids = torch.tensor([ids[-room:]], device=self.device)               # (1, T)
         g = torch.Generator(device=self.device).manual_seed(self.settings.seed + self.step if seed is None else seed)
+
+        def pick(logits):                                                   # (1, V) -> (1,): sampled at `temperature`
+            return torch.multinomial(torch.softmax(logits.float() / temperature, -1), 1, generator=g)[:, 0]
+
         was_training = self.model.training
         self.model.eval()
-        for _ in range(max_new_tokens or self.settings.sample_tokens):
-            with self._autocast():
-                logits = self.model(ids[:, -self.settings.max_length:], logits_to_keep=1).logits[:, -1].float()
-            probs = torch.softmax(logits / temperature, dim=-1)                 # (1, V)
-            ids = torch.cat([ids, torch.multinomial(probs, 1, generator=g)], dim=1)
+        with self._autocast():
+            new = torch.stack(list(decode_loop(self.model, ids, None, n, pick)), 1)   # (1, n)
         self.model.train(was_training)
-        return decode_tokens(self.tokenizer, ids[0].tolist())
+        return decode_tokens(self.tokenizer, torch.cat([ids, new], 1)[0].tolist())
 
     # ---------------------------------------------------------------- the loop
     def _log(self, bar, message: str):

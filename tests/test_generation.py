@@ -11,9 +11,8 @@ import torch
 
 from smollm2.cli import chat_command, generate_command
 from smollm2.generation import (GenerationConfig, TextStreamer, apply_min_p, apply_repetition_penalty, apply_temperature,
-                                apply_top_k, apply_top_p, chat, chat_prompt, decode_one_token, generate, prefill,
-                                stream)
-from smollm2.model import LlamaForCausalLM, SmolLM2Config, to_transformers
+                                apply_top_k, apply_top_p, chat, chat_prompt, generate, stream)
+from smollm2.model import LlamaForCausalLM, SmolLM2Config, decode_one_token, prefill, to_transformers
 from smollm2.checkpoints import load_training_checkpoint
 
 IM_END = 2
@@ -557,7 +556,7 @@ def test_load_training_checkpoint_folder_errors(tmp_path):
 @torch.inference_mode()
 def test_decode_state_keeps_rows_like_decoding_them_alone(tiny):
     """`DecodeState.keep` drops rows mid-decode: the rows kept go on exactly as a state that only ever held them."""
-    from smollm2.generation import DecodeState
+    from smollm2.model import DecodeState
 
     ids = torch.randint(0, tiny.config.vocab_size, (3, 6), generator=torch.Generator().manual_seed(0))
     both, alone = DecodeState.start(tiny, ids, None, 9), DecodeState.start(tiny, ids[[2, 0]], None, 9)

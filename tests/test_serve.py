@@ -249,7 +249,7 @@ def test_eight_concurrent_greedy_requests_through_the_server_equal_each_alone(se
 
 
 def test_a_failing_step_ends_its_rows_with_error_and_the_scheduler_goes_on(tiny, real_tok, monkeypatch, caplog):
-    import smollm2.generation as engine   # DecodeState, the step core the batch runs on
+    import smollm2.model as engine   # DecodeState, the step core the batch runs on
 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
@@ -266,7 +266,7 @@ def test_a_failing_step_ends_its_rows_with_error_and_the_scheduler_goes_on(tiny,
 
 
 def test_a_failing_generation_is_answered_500_and_the_server_keeps_serving(server, client, monkeypatch):
-    import smollm2.generation as engine   # DecodeState, the step core the batch runs on
+    import smollm2.model as engine   # DecodeState, the step core the batch runs on
 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")

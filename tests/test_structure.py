@@ -285,21 +285,34 @@ def test_no_public_name_is_exported_twice():
 
 
 def test_one_decode_step_core():
-    """Every decode loop over the KV cache (generate/stream's `_decode_loop`, the server's continuous batching)
-    steps through notebook 05's `DecodeState`: nothing else calls `prefill` or `decode_one_token`."""
-    callers = []
+    """Every decoder (the trainer's samples, generate/stream's `decode_loop`, speculative decoding's target and
+    draft, the server's continuous batching and its chunked prefill) runs the model over a KV cache through
+    notebook 03's `DecodeState`: nothing else calls `prefill` or `decode_one_token`, nothing else passes a
+    `cache=` to a model, and there is one decode loop."""
+    callers, cached_calls, loops = [], [], []
     for module in modules():
         tree = ast.parse((PKG / f"{module}.py").read_text())
         for top in tree.body:
             for node in ast.walk(top):
                 if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("prefill", "decode_one_token"):
                     callers.append((module, top.name, node.func.id))
-    assert sorted(set(callers)) == [("generation", "DecodeState", "decode_one_token"),
-                                    ("generation", "DecodeState", "prefill")]
+                if isinstance(node, ast.Call) and any(k.arg == "cache" for k in node.keywords) \
+                        and module not in ("model", "attention"):            # the model's own layers
+                    cached_calls.append((module, top.name))
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "feed" \
+                        and isinstance(node.func.value, ast.Name) and node.func.value.id == "state":
+                    loops.append((module, top.name))
+    assert sorted(set(callers)) == [("model", "DecodeState", "decode_one_token"), ("model", "DecodeState", "prefill")]
+    assert cached_calls == [], cached_calls
+    assert loops == [("model", "decode_loop")]                                  # the one token-by-token loop
     import smollm2.batching as batching
-    from smollm2.generation import DecodeState
+    import smollm2.speculative as speculative
+    import smollm2.train as train
+    from smollm2.model import DecodeState
 
     assert issubclass(batching._Batch, DecodeState)
+    for module in (batching, speculative, train):
+        assert "DecodeState" in vars(module) or "decode_loop" in vars(module), module.__name__
 
 
 def later_references(source: str, module: str, exports: dict[str, set]) -> list[str]:

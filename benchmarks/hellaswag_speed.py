@@ -15,8 +15,8 @@ from pathlib import Path
 from common import base_parser, setup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from smollm2 import load_tokenizer  # noqa: E402
-from smollm2.evaluate import hellaswag, load_model  # noqa: E402
+from smollm2 import from_pretrained, load_tokenizer  # noqa: E402
+from smollm2.evaluate import hellaswag  # noqa: E402
 from smollm2.quantize import quantize  # noqa: E402
 
 N_TASKS = 10042
@@ -32,7 +32,8 @@ def main():
     tok = load_tokenizer("smollm2-135m-instruct")
     indices = list(range(0, N_TASKS, args.every))
     for int8 in (False, True):
-        model = quantize(load_model(), "int8") if int8 else load_model()
+        model = from_pretrained("smollm2-135m-instruct").eval()
+        model = quantize(model, "int8") if int8 else model
         t0 = time.perf_counter()
         r = hellaswag(model, tok, indices=indices)
         rate = r["n"] / (time.perf_counter() - t0)

@@ -12,7 +12,7 @@ from smollm2.data import encode_text  # notebook 04's tokenizer adapter
 from smollm2.tokenizer import token_to_id
 from smollm2.weights import DEFAULT_WEIGHTS  # the released weights (notebook 03)
 
-__all__ = ['HELLASWAG_PATH', 'encode_pair', 'token_logprobs', 'pack_tails', 'score_tokens', 'score_choices', 'hellaswag', 'perplexity', 'shakespeare_heldout', 'compare_logits', 'load_model', 'lm_eval_model', 'load_hellaswag']
+__all__ = ['HELLASWAG_PATH', 'encode_pair', 'token_logprobs', 'pack_tails', 'score_tokens', 'score_choices', 'hellaswag', 'perplexity', 'shakespeare_heldout', 'compare_logits', 'lm_eval_model', 'load_hellaswag']
 
 
 _ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd().parent  # the repo
@@ -273,7 +273,12 @@ class _LMEvalMethods:
         super().__init__()
         from smollm2.tokenizer import load_tokenizer
 
-        self.model = model if model is not None else load_model(weights, checkpoint)
+        if model is None:                     # the package's loaders: released weights (03) or a checkpoint (04)
+            from smollm2.checkpoints import load_training_checkpoint
+            from smollm2.weights import from_pretrained
+
+            model = (load_training_checkpoint(checkpoint) if checkpoint else from_pretrained(weights)).eval()
+        self.model = model
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(
             weights if checkpoint is None else DEFAULT_WEIGHTS)
         self.batch_size, self.max_gen_toks = max(1, int(batch_size)), int(max_gen_toks)
@@ -346,15 +351,6 @@ class _LMEvalMethods:
             out.append(text)
         return out
 
-
-def load_model(weights: str = DEFAULT_WEIGHTS, checkpoint=None):
-    """The model to evaluate, in eval mode: released `weights` (name, folder or file) or a training
-    `checkpoint` (file or folder). A quantised copy (notebook 08) is passed as `model=` instead."""
-    from smollm2.checkpoints import load_training_checkpoint
-    from smollm2.weights import from_pretrained
-
-    model = load_training_checkpoint(checkpoint) if checkpoint else from_pretrained(weights)
-    return model.eval()
 
 _ADAPTER = None
 

@@ -126,7 +126,7 @@ class _Pick:
         return accept_sampled(drafts, valid, self.probs(logits), q, self.generator)
 
 
-def _round(model, drafter, k: int, seq: _Sequence, cached: int, state, pick: "_Pick", stops, stats) -> torch.Tensor:
+def _round(drafter, k: int, seq: _Sequence, cached: int, state, pick: "_Pick", stops, stats) -> torch.Tensor:
     """Draft up to k tokens after seq, verify them in one target forward over seq[cached:] and the drafts;
     return the (B, n + 1) tokens kept: n accepted drafts and the target's own next token."""
     L = seq.length
@@ -161,7 +161,7 @@ def _speculative_loop(model, drafter, k: int, plan, pick: "_Pick", stats: Specul
     drafter.start(seq, T + n_new)
     cached = 0                                                                     # tokens of seq in the cache
     while True:
-        new = _round(model, drafter, min(k, n_new - stats.new_tokens - 1), seq, cached, state, pick, stops, stats)
+        new = _round(drafter, min(k, n_new - stats.new_tokens - 1), seq, cached, state, pick, stops, stats)
         for tok in new.unbind(1):                                                  # (B,) each
             tok = stops(tok) if stops is not None else tok
             seq.ids[:, seq.length] = tok

@@ -444,9 +444,11 @@ class ModelTrainer:
             raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
         room = self.model.config.max_position_embeddings - n                # prompt tokens that fit beside n new
         ids = encode_text(self.tokenizer, self.settings.sample_prompt if prompt is None else prompt)
-        if not ids or room < 1:
-            raise ValueError("sample prompt must not be empty" if not ids else f"max_new_tokens: expected at most "
-                             f"{self.model.config.max_position_embeddings - 1} (the model's context), got {n}")
+        if room < 1:
+            raise ValueError(f"max_new_tokens: expected at most {self.model.config.max_position_embeddings - 1} (the "
+                             f"model's context, less one prompt token), got {n}")
+        if not ids:
+            raise ValueError("sample prompt must not be empty")
         ids = torch.tensor([ids[-room:]], device=self.device)               # (1, T)
         g = torch.Generator(device=self.device).manual_seed(self.settings.seed + self.step if seed is None else seed)
 

@@ -844,3 +844,15 @@ def test_an_interrupted_plot_is_cleaned_up(text_file, tmp_path):
     (d / f".loss.png.tmp.{os.getpid()}.abcd1234").write_bytes(PNG[:3])
     make(text_file, d, target_steps=1, eval_interval=0).train()
     assert not list(d.glob(".loss.png.tmp.*"))
+
+
+def test_sample_refuses_bad_arguments_with_their_names(text_file, tmp_path):
+    t = make(text_file, tmp_path / "bad", target_steps=1)
+    context = t.model.config.max_position_embeddings
+    for kwargs, name in [({"temperature": 0}, "temperature"), ({"temperature": True}, "temperature"),
+                         ({"max_new_tokens": 0}, "max_new_tokens"), ({"max_new_tokens": context}, "max_new_tokens")]:
+        with pytest.raises(ValueError, match=name):
+            t.sample(**kwargs)
+    with pytest.raises(ValueError, match="prompt must not be empty"):
+        t.sample("")
+    assert t.sample(max_new_tokens=3, seed=0).startswith("First Citizen:")
